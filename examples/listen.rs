@@ -1,0 +1,221 @@
+//! Prints the Docker events of every endpoint of a Portainer (or of one) as
+//! they happen, like `docker events` does for a single daemon.
+//!
+//! ```text
+//! cargo run --example listen -- --url https://portainer:9443 --api-key ptr_xxx
+//! cargo run --example listen -- --endpoint 1 --type container --json
+//! cargo run --example listen -- --since 2026-12-03T10:00:00Z --until 1796300800.5
+//! ```
+//!
+//! Events go to stdout; warnings and errors go to stderr (`RUST_LOG`
+//! overrides the default filter). Ctrl-C stops the listener and exits 0;
+//! with `--until`, the program exits 0 once the window is complete. When
+//! every endpoint has ended for good (bad key, forbidden, deleted) it says
+//! so and exits 1.
+
+use std::error::Error;
+use std::io::{self, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use crossbeam_channel::select;
+use portainer::{Client, Listener, ListenerResult, StreamState, Timestamp};
+
+/// Follow Docker events through Portainer's API.
+#[derive(Debug, Parser)]
+#[command(name = "listen")]
+struct Args {
+    /// Portainer's URL, such as https://portainer.example.com:9443
+    #[arg(long, env = "PORTAINER_URL")]
+    url: String,
+
+    /// An API key made in Portainer (My account > Access tokens)
+    #[arg(long, env = "PORTAINER_API_KEY", hide_env_values = true)]
+    api_key: String,
+
+    /// Follow only this endpoint (default: every endpoint with a Docker API)
+    #[arg(long)]
+    endpoint: Option<u64>,
+
+    /// Keep only events of this type (container, image, network, volume, ...); repeatable
+    #[arg(long = "type", value_name = "TYPE")]
+    types: Vec<String>,
+
+    /// Start with the events since TIME: Unix seconds (fractions allowed) or RFC 3339
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    since: Option<Timestamp>,
+
+    /// Stop at TIME and exit once every endpoint's window is complete
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    until: Option<Timestamp>,
+
+    /// Seconds to wait before reconnecting a dropped stream
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    reconnect_interval: f64,
+
+    /// Print one JSON object per line: {"endpoint_id": N, "event": {...}}
+    #[arg(long)]
+    json: bool,
+
+    /// Log the listener's work, and every event, at debug level
+    #[arg(long)]
+    debug: bool,
+}
+
+/// Reads Unix seconds with an optional fraction, or an RFC 3339 time.
+fn parse_time(text: &str) -> Result<Timestamp, String> {
+    if let Ok(time) = text.parse::<Timestamp>() {
+        return Ok(time);
+    }
+    let time: jiff::Timestamp = text
+        .parse()
+        .map_err(|_| format!("{text:?} is neither Unix seconds nor an RFC 3339 time"))?;
+    let nanos =
+        i64::try_from(time.as_nanosecond()).map_err(|_| format!("{text:?} is out of range"))?;
+    Ok(Timestamp::from_unix_nanos(nanos))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let default_filter = if args.debug {
+        "warn,portainer=debug"
+    } else {
+        "warn"
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter))
+        .target(env_logger::Target::Stderr)
+        .init();
+    match run(args) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("listen: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<ExitCode, Box<dyn Error>> {
+    if !(args.reconnect_interval.is_finite() && args.reconnect_interval >= 0.0) {
+        return Err("--reconnect-interval must be a number of seconds".into());
+    }
+    let client = Client::new(&args.url, &args.api_key)?;
+    let mut builder = Listener::builder(client.clone())
+        .endpoint(args.endpoint)
+        .reconnect_interval(Duration::from_secs_f64(args.reconnect_interval))
+        .debug(args.debug);
+    if !args.types.is_empty() {
+        builder = builder.event_types(args.types.iter().cloned());
+    }
+    if let Some(since) = args.since {
+        builder = builder.since(since);
+    }
+    if let Some(until) = args.until {
+        builder = builder.until(until);
+    }
+    let listener = builder.build();
+    let events = listener.subscribe();
+
+    let (interrupt, interrupted) = crossbeam_channel::bounded(1);
+    ctrlc::set_handler(move || {
+        let _ = interrupt.try_send(());
+    })?;
+
+    listener.start()?;
+    let which = match args.endpoint {
+        Some(id) => format!("endpoint {id}"),
+        None => {
+            let ids: Vec<String> = listener
+                .status()
+                .iter()
+                .map(|s| s.endpoint_id.to_string())
+                .collect();
+            format!("endpoints {}", ids.join(", "))
+        }
+    };
+    eprintln!(
+        "listen: following {which} through Portainer at {}",
+        client.url()
+    );
+
+    let mut out = io::stdout().lock();
+    loop {
+        select! {
+            recv(events) -> message => match message {
+                Ok(result) => {
+                    if let Err(err) = print(&mut out, &result, args.json) {
+                        listener.stop();
+                        // A closed pipe (`listen | head`) is a normal way to finish.
+                        if err.kind() == io::ErrorKind::BrokenPipe {
+                            return Ok(ExitCode::SUCCESS);
+                        }
+                        return Err(err.into());
+                    }
+                }
+                Err(_) => break,
+            },
+            recv(interrupted) -> _ => {
+                listener.stop();
+                eprintln!("listen: stopped");
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    }
+
+    // Every endpoint's reader has ended: windows complete, or failures.
+    listener.stop();
+    let statuses = listener.status();
+    let mut failed = 0;
+    for status in &statuses {
+        if let StreamState::Failed { reason, .. } = &status.state {
+            eprintln!("listen: endpoint {} ended: {reason}", status.endpoint_id);
+            failed += 1;
+        }
+    }
+    if statuses.is_empty() {
+        eprintln!("listen: no endpoint with a Docker API to follow");
+        return Ok(ExitCode::FAILURE);
+    }
+    if failed == statuses.len() {
+        eprintln!("listen: every endpoint has ended for good");
+        return Ok(ExitCode::FAILURE);
+    }
+    if failed > 0 {
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line per event: JSON, or the layout of `docker events`.
+fn print(out: &mut impl Write, result: &ListenerResult, json: bool) -> io::Result<()> {
+    if json {
+        serde_json::to_writer(&mut *out, result)?;
+        return writeln!(out);
+    }
+    let event = &result.event;
+    let time = event
+        .timestamp_nanos()
+        .and_then(|nanos| jiff::Timestamp::from_nanosecond(i128::from(nanos)).ok())
+        .map(|t| format!("{t:.9}"))
+        .unwrap_or_else(|| "-".into());
+    let attributes = event
+        .actor
+        .as_ref()
+        .map(|actor| {
+            actor
+                .attributes
+                .iter()
+                .map(|(key, value)| format!("{key}={value}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "{time} endpoint={} {} {} {} ({attributes})",
+        result.endpoint_id,
+        event.kind.as_deref().unwrap_or("-"),
+        event.action.as_deref().unwrap_or("-"),
+        event.actor_id().unwrap_or("-"),
+    )
+}

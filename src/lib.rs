@@ -1,0 +1,110 @@
+//! Follow Docker events through [Portainer]'s API in real time, from plain
+//! threads: no async runtime anywhere in the dependency tree.
+//!
+//! The crate does for Rust what the Python package pyportainer's
+//! `PortainerEventListener`, `get_events` and `get_recent_events` do: a
+//! blocking [`Client`] for one-off calls and streams, and a [`Listener`] that
+//! follows one or every endpoint on background threads and hands each event to
+//! callbacks and channel subscribers.
+//!
+//! [Portainer]: https://www.portainer.io
+//!
+//! # Example
+//!
+//! ```no_run
+//! use portainer::{Client, Listener};
+//!
+//! fn main() -> Result<(), portainer::Error> {
+//!     let client = Client::new("https://portainer.example.com:9443", "ptr_xxx")?;
+//!     let listener = Listener::builder(client).event_types(["container"]).build();
+//!     let events = listener.subscribe();
+//!     listener.start()?;
+//!     for result in events {
+//!         let event = &result.event;
+//!         println!(
+//!             "endpoint {}: {} {}",
+//!             result.endpoint_id,
+//!             event.action.as_deref().unwrap_or("?"),
+//!             event.attribute("name").unwrap_or("?"),
+//!         );
+//!     }
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Usage
+//!
+//! - [`Client::endpoints`] lists Portainer's endpoints (environments).
+//! - [`Client::events`] opens one endpoint's event stream as a blocking
+//!   iterator; [`EventQuery`] carries `since`, `until` and Docker's
+//!   [`EventFilters`]. Times are [`Timestamp`]s and go to Docker as
+//!   `SECONDS.NANOSECONDS`, keeping nanosecond precision.
+//! - [`Client::recent_events`] returns a bounded window as a `Vec`.
+//! - [`Listener`] follows every endpoint with a Docker API (or one), with one
+//!   reader thread per endpoint and one dispatcher thread that calls the
+//!   callbacks ([`Listener::register_callback`]) and feeds the channels of
+//!   [`Listener::subscribe`]. It reconnects dropped streams and resumes them
+//!   after the last event delivered, so a reconnect neither loses nor repeats
+//!   events while the daemon still holds them. [`Listener::status`] tells where
+//!   each endpoint stands.
+//!
+//! # Errors
+//!
+//! Every fallible call returns [`Error`]. Server replies keep their HTTP
+//! status and Portainer's message; [`Error::is_final`] tells a refusal that
+//! retrying cannot fix (401, 403, 404) from a passing failure. The API key is
+//! never part of an error, a `Debug` output or a log line.
+//!
+//! # Logging
+//!
+//! The crate logs through the [`log`] facade and never installs a logger:
+//!
+//! - `error`: an endpoint given up for good (401, 403, 404), a callback that
+//!   panicked;
+//! - `warn`: the first failure of a kind on an endpoint (its repeats go to
+//!   `debug`), a skipped malformed or overlong line, events dropped because a
+//!   queue was full;
+//! - `info`: a stream open again after failures, an endpoint skipped because
+//!   it has no Docker API;
+//! - `debug`: connections opened and closed, and with
+//!   [`ListenerBuilder::debug`] every event delivered.
+//!
+//! # Known problems
+//!
+//! - The daemon keeps only its last 256 events, and none across its own
+//!   restart: a gap longer than that cannot be replayed, and the listener
+//!   resumes from what is left.
+//! - [`Listener::stop`] does not interrupt a connection attempt in progress;
+//!   it waits for it to finish, at most the client's timeout.
+//! - Endpoints added to Portainer after [`Listener::start`] are not picked up
+//!   until the next start.
+//! - Only an API key authenticates; proxies from the environment are not used.
+//!
+//! # Minimum Rust version
+//!
+//! Rust 1.85 (edition 2024).
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs, missing_debug_implementations)]
+
+mod client;
+mod endpoint;
+mod error;
+mod event;
+mod lines;
+mod listener;
+mod query;
+mod stream;
+mod transport;
+
+pub use client::{Client, ClientBuilder, DEFAULT_MAX_LINE_LENGTH, DEFAULT_TIMEOUT};
+pub use endpoint::{Endpoint, EndpointStatus, EndpointType};
+pub use error::Error;
+pub use event::{DockerEvent, DockerEventActor};
+pub use listener::{
+    Callback, CallbackId, DEFAULT_QUEUE_CAPACITY, DEFAULT_RECONNECT_INTERVAL, Listener,
+    ListenerBuilder, ListenerResult, StreamState, StreamStatus,
+};
+pub use query::{EventFilters, EventQuery, ParseTimestampError, Timestamp};
+pub use stream::{EventStream, StreamCanceller};
+pub use transport::Keepalive;

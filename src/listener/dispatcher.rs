@@ -1,0 +1,89 @@
+//! The dispatcher thread: takes events from the readers and hands each to the
+//! callbacks and the subscribers, in arrival order.
+
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crossbeam_channel::{Receiver, TrySendError, select};
+
+use super::{ListenerResult, Shared};
+
+pub(super) struct Dispatcher {
+    pub(super) shared: Arc<Shared>,
+    pub(super) events: Receiver<ListenerResult>,
+    /// Never carries a message: it disconnects when the listener stops.
+    pub(super) stop: Receiver<()>,
+    pub(super) stopping: Arc<AtomicBool>,
+}
+
+impl Dispatcher {
+    /// Runs until the listener stops or every reader has ended. In the second
+    /// case every queued event is still delivered first.
+    pub(super) fn run(self) {
+        loop {
+            select! {
+                recv(self.events) -> message => match message {
+                    Ok(result) => self.deliver(&result),
+                    Err(_) => break,
+                },
+                recv(self.stop) -> _ => break,
+            }
+            if self.stopping.load(Ordering::Acquire) {
+                break;
+            }
+        }
+        // Disconnects every subscriber's receiver: iteration over it ends.
+        self.shared.subscribers.lock().clear();
+        log::debug!("dispatcher finished");
+    }
+
+    fn deliver(&self, result: &ListenerResult) {
+        let callbacks = self.shared.callbacks.read().clone();
+        for callback in callbacks.iter() {
+            if self.stopping.load(Ordering::Acquire) {
+                return;
+            }
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| (callback.function)(result))) {
+                log::error!(
+                    "callback {} panicked on an event of endpoint {}: {}",
+                    callback.id.0,
+                    result.endpoint_id,
+                    panic_message(&panic)
+                );
+            }
+        }
+        let mut subscribers = self.shared.subscribers.lock();
+        subscribers.retain_mut(
+            |subscriber| match subscriber.sender.try_send(result.clone()) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    subscriber.dropped += 1;
+                    if subscriber.dropped == 1 {
+                        log::warn!(
+                            "a subscriber's queue is full: it misses events until it catches up"
+                        );
+                    } else {
+                        log::debug!("a subscriber has missed {} events", subscriber.dropped);
+                    }
+                    true
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    log::debug!("a subscriber's receiver was dropped; forgetting it");
+                    false
+                }
+            },
+        );
+    }
+}
+
+fn panic_message(panic: &Box<dyn Any + Send>) -> &str {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        text
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text
+    } else {
+        "(no message)"
+    }
+}

@@ -1,0 +1,551 @@
+//! The listener: follows the events of one or every endpoint on background
+//! threads and hands them to callbacks and subscribers.
+
+mod dispatcher;
+mod reader;
+mod reconnect;
+mod status;
+
+use std::any::TypeId;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::{self, JoinHandle, ThreadId};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+
+use crate::client::Client;
+use crate::error::Error;
+use crate::event::DockerEvent;
+use crate::query::{EventFilters, EventQuery, Timestamp};
+use crate::transport::Cancel;
+
+use self::dispatcher::Dispatcher;
+use self::reader::Reader;
+pub use self::status::{StreamState, StreamStatus};
+
+/// The default reconnect interval: 5 seconds.
+pub const DEFAULT_RECONNECT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The default capacity of the queue between readers and the dispatcher, and
+/// of each subscriber's channel: 65,536 events.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
+
+/// One event and the endpoint it came from: what callbacks and subscribers get.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerResult {
+    /// The endpoint the event came from.
+    pub endpoint_id: u64,
+    /// The event.
+    pub event: DockerEvent,
+}
+
+/// The type of a callback: any function or closure taking a
+/// [`ListenerResult`], safe to call from the dispatcher thread.
+pub type Callback = dyn Fn(&ListenerResult) + Send + Sync + 'static;
+
+/// Names one registered callback, for [`Listener::unregister_callback`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CallbackId(u64);
+
+#[derive(Clone)]
+struct Registered {
+    id: CallbackId,
+    /// The type of a callback that captures nothing (a function or a
+    /// capture-free closure): two such callbacks of one type are the same.
+    identity: Option<TypeId>,
+    function: Arc<Callback>,
+}
+
+/// State shared by the listener handle and its threads.
+struct Shared {
+    client: Client,
+    endpoint: Option<u64>,
+    query: EventQuery,
+    reconnect_interval_ms: AtomicU64,
+    debug: bool,
+    queue_capacity: usize,
+    /// Replaced whole on change, so the dispatcher reads it without holding a lock.
+    callbacks: RwLock<Arc<Vec<Registered>>>,
+    next_callback: AtomicU64,
+    subscribers: Mutex<Vec<Subscriber>>,
+}
+
+/// One subscriber's channel and how many events it missed.
+struct Subscriber {
+    sender: Sender<ListenerResult>,
+    dropped: u64,
+}
+
+impl Shared {
+    fn reconnect_interval(&self) -> Duration {
+        Duration::from_millis(self.reconnect_interval_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// Settings for a [`Listener`]; made by [`Listener::builder`].
+#[derive(Debug, Clone)]
+pub struct ListenerBuilder {
+    client: Client,
+    endpoint: Option<u64>,
+    event_types: Option<Vec<String>>,
+    filters: EventFilters,
+    since: Option<Timestamp>,
+    until: Option<Timestamp>,
+    reconnect_interval: Duration,
+    debug: bool,
+    queue_capacity: usize,
+}
+
+impl ListenerBuilder {
+    /// Follows only this endpoint. Default: every endpoint with a Docker API.
+    pub fn endpoint(mut self, endpoint_id: impl Into<Option<u64>>) -> Self {
+        self.endpoint = endpoint_id.into();
+        self
+    }
+
+    /// Keeps only events of these types (`container`, `image`, `network`,
+    /// ...), sent to Docker as its `type` filter. Default: every type.
+    pub fn event_types<I, S>(mut self, types: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.event_types = Some(types.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Any other Docker filters (labels, containers, actions, ...).
+    pub fn filters(mut self, filters: EventFilters) -> Self {
+        self.filters = filters;
+        self
+    }
+
+    /// Starts with the events since this time (the daemon keeps its last 256).
+    /// Default: only events from the start on.
+    pub fn since(mut self, time: impl Into<Timestamp>) -> Self {
+        self.since = Some(time.into());
+        self
+    }
+
+    /// Ends each endpoint's stream at this time. Once every endpoint's window
+    /// is complete, the subscribers' receivers disconnect.
+    pub fn until(mut self, time: impl Into<Timestamp>) -> Self {
+        self.until = Some(time.into());
+        self
+    }
+
+    /// The wait before reconnecting a dropped stream; repeated failures wait
+    /// longer, up to a minute. Default: [`DEFAULT_RECONNECT_INTERVAL`].
+    pub fn reconnect_interval(mut self, interval: Duration) -> Self {
+        self.reconnect_interval = interval;
+        self
+    }
+
+    /// Also logs every event delivered, at debug level. Default: off.
+    pub fn debug(mut self, on: bool) -> Self {
+        self.debug = on;
+        self
+    }
+
+    /// The capacity of the queue from the readers to the dispatcher and of
+    /// each subscriber's channel. When callbacks fall this far behind, new
+    /// events are dropped and counted in [`StreamStatus::events_dropped`]
+    /// rather than stalling the readers. Default: [`DEFAULT_QUEUE_CAPACITY`].
+    pub fn queue_capacity(mut self, events: usize) -> Self {
+        self.queue_capacity = events.max(1);
+        self
+    }
+
+    /// Makes the listener. Nothing is started until [`Listener::start`].
+    pub fn build(self) -> Listener {
+        let mut filters = self.filters;
+        for kind in self.event_types.into_iter().flatten() {
+            filters = filters.event_type(kind);
+        }
+        let mut query = EventQuery::new().filters(filters);
+        if let Some(since) = self.since {
+            query = query.since(since);
+        }
+        if let Some(until) = self.until {
+            query = query.until(until);
+        }
+        Listener {
+            shared: Arc::new(Shared {
+                client: self.client,
+                endpoint: self.endpoint,
+                query,
+                reconnect_interval_ms: AtomicU64::new(duration_ms(self.reconnect_interval)),
+                debug: self.debug,
+                queue_capacity: self.queue_capacity,
+                callbacks: RwLock::new(Arc::new(Vec::new())),
+                next_callback: AtomicU64::new(1),
+                subscribers: Mutex::new(Vec::new()),
+            }),
+            run: Mutex::new(None),
+            last_status: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Follows Docker events of one or every endpoint in the background.
+///
+/// One thread per endpoint (`portainer reader N`) reads its event stream and
+/// queues the events; one thread (`portainer dispatcher`) calls the callbacks
+/// and feeds the subscribers, in the order each endpoint sent them. A dropped
+/// stream is opened again after the reconnect interval, resuming just after
+/// the last event delivered, so nothing is lost or repeated while the daemon
+/// still holds the missed events (its last 256). A refused key (401), a
+/// forbidden endpoint (403) or a missing one (404) ends that endpoint's
+/// reader for good, logged as an error.
+///
+/// Dropping the listener stops it.
+///
+/// ```no_run
+/// use portainer::{Client, Listener};
+///
+/// # fn main() -> Result<(), portainer::Error> {
+/// let client = Client::new("https://portainer.example.com", "ptr_xxx")?;
+/// let listener = Listener::builder(client).event_types(["container"]).build();
+/// listener.register_callback(|result| {
+///     println!("{}: {:?}", result.endpoint_id, result.event.action);
+/// });
+/// listener.start()?;
+/// // ... later
+/// listener.stop();
+/// # Ok(())
+/// # }
+/// ```
+pub struct Listener {
+    shared: Arc<Shared>,
+    run: Mutex<Option<Run>>,
+    /// The readers' statuses when the last run stopped.
+    last_status: Mutex<Vec<StreamStatus>>,
+}
+
+impl fmt::Debug for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Listener")
+            .field("client", &self.shared.client)
+            .field("endpoint", &self.shared.endpoint)
+            .field("query", &self.shared.query)
+            .field("reconnect_interval", &self.shared.reconnect_interval())
+            .field("running", &self.is_running())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The threads and handles of one run, from `start` to `stop`.
+struct Run {
+    stopping: Arc<AtomicBool>,
+    /// Dropped to wake every thread waiting on its receiver.
+    stop: Option<Sender<()>>,
+    readers: Vec<ReaderHandle>,
+    dispatcher: Option<JoinHandle<()>>,
+    dispatcher_thread: ThreadId,
+}
+
+struct ReaderHandle {
+    cancel: Arc<Cancel>,
+    status: Arc<Mutex<StreamStatus>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Listener {
+    /// Settings for a listener on `client`'s Portainer, with defaults.
+    pub fn builder(client: Client) -> ListenerBuilder {
+        ListenerBuilder {
+            client,
+            endpoint: None,
+            event_types: None,
+            filters: EventFilters::new(),
+            since: None,
+            until: None,
+            reconnect_interval: DEFAULT_RECONNECT_INTERVAL,
+            debug: false,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+        }
+    }
+
+    /// Calls `callback` with every event, on the dispatcher thread.
+    ///
+    /// A function, or a closure that captures nothing, that is already
+    /// registered is not added again: its existing id is returned and it is
+    /// still called once per event. Closures that capture state are told
+    /// apart by registration. A panic in a callback is caught and logged; the
+    /// other callbacks and the listener go on.
+    pub fn register_callback<F>(&self, callback: F) -> CallbackId
+    where
+        F: Fn(&ListenerResult) + Send + Sync + 'static,
+    {
+        let identity = (size_of::<F>() == 0).then(TypeId::of::<F>);
+        let mut callbacks = self.shared.callbacks.write();
+        if let Some(existing) = callbacks
+            .iter()
+            .find(|registered| identity.is_some() && registered.identity == identity)
+        {
+            return existing.id;
+        }
+        let id = CallbackId(self.shared.next_callback.fetch_add(1, Ordering::Relaxed));
+        let mut updated = Vec::clone(&callbacks);
+        updated.push(Registered {
+            id,
+            identity,
+            function: Arc::new(callback),
+        });
+        *callbacks = Arc::new(updated);
+        id
+    }
+
+    /// Stops calling a callback. Returns whether it was registered. A call
+    /// already under way finishes.
+    pub fn unregister_callback(&self, id: CallbackId) -> bool {
+        let mut callbacks = self.shared.callbacks.write();
+        if !callbacks.iter().any(|registered| registered.id == id) {
+            return false;
+        }
+        let updated = callbacks
+            .iter()
+            .filter(|registered| registered.id != id)
+            .cloned()
+            .collect();
+        *callbacks = Arc::new(updated);
+        true
+    }
+
+    /// A channel that receives every event from now until the listener
+    /// stops (or every endpoint has ended), when it disconnects. Subscribing
+    /// before `start` receives from the start.
+    ///
+    /// Dropping the receiver unsubscribes. A subscriber that falls
+    /// [`queue_capacity`](ListenerBuilder::queue_capacity) events behind
+    /// misses the newer ones (a warning is logged).
+    pub fn subscribe(&self) -> Receiver<ListenerResult> {
+        let (sender, receiver) = crossbeam_channel::bounded(self.shared.queue_capacity);
+        self.shared
+            .subscribers
+            .lock()
+            .push(Subscriber { sender, dropped: 0 });
+        receiver
+    }
+
+    /// Changes the reconnect interval, also while running. A reader already
+    /// waiting finishes its current wait.
+    pub fn set_reconnect_interval(&self, interval: Duration) {
+        self.shared
+            .reconnect_interval_ms
+            .store(duration_ms(interval), Ordering::Relaxed);
+    }
+
+    /// The reconnect interval in force.
+    pub fn reconnect_interval(&self) -> Duration {
+        self.shared.reconnect_interval()
+    }
+
+    /// Whether the listener has been started and not stopped.
+    pub fn is_running(&self) -> bool {
+        self.run.lock().is_some()
+    }
+
+    /// The state and counters of each endpoint's reader, ordered by endpoint
+    /// id. After [`stop`](Self::stop), the statuses as the run ended.
+    pub fn status(&self) -> Vec<StreamStatus> {
+        match &*self.run.lock() {
+            Some(run) => run
+                .readers
+                .iter()
+                .map(|reader| reader.status.lock().clone())
+                .collect(),
+            None => self.last_status.lock().clone(),
+        }
+    }
+
+    /// Opens one event stream per endpoint, all at once, on threads of their
+    /// own. Does nothing when already running.
+    ///
+    /// Following every endpoint, the endpoint list is read first; endpoints
+    /// without a Docker API (Azure, Kubernetes) are skipped with a log line.
+    /// Errors: reading the endpoint list failed, or a thread could not be
+    /// spawned.
+    pub fn start(&self) -> Result<(), Error> {
+        let mut run = self.run.lock();
+        if run.is_some() {
+            return Ok(());
+        }
+        let endpoints = self.endpoint_ids()?;
+        let started = self.spawn_run(&endpoints)?;
+        *run = Some(started);
+        Ok(())
+    }
+
+    fn endpoint_ids(&self) -> Result<Vec<u64>, Error> {
+        if let Some(id) = self.shared.endpoint {
+            return Ok(vec![id]);
+        }
+        let mut ids = Vec::new();
+        for endpoint in self.shared.client.endpoints()? {
+            if endpoint.has_docker_api() {
+                ids.push(endpoint.id);
+            } else {
+                log::info!(
+                    "skipping endpoint {} ({:?}): it has no Docker API ({:?})",
+                    endpoint.id,
+                    endpoint.name,
+                    endpoint.kind
+                );
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    fn spawn_run(&self, endpoints: &[u64]) -> Result<Run, Error> {
+        let stopping = Arc::new(AtomicBool::new(false));
+        let (stop_sender, stop_receiver) = crossbeam_channel::bounded::<()>(0);
+        let (event_sender, event_receiver) = crossbeam_channel::bounded(self.shared.queue_capacity);
+
+        let dispatcher = Dispatcher {
+            shared: self.shared.clone(),
+            events: event_receiver,
+            stop: stop_receiver.clone(),
+            stopping: stopping.clone(),
+        };
+        let dispatcher = spawn("portainer dispatcher".into(), move || dispatcher.run())?;
+        let mut run = Run {
+            stopping: stopping.clone(),
+            stop: Some(stop_sender),
+            readers: Vec::with_capacity(endpoints.len()),
+            dispatcher_thread: dispatcher.thread().id(),
+            dispatcher: Some(dispatcher),
+        };
+
+        for &endpoint_id in endpoints {
+            let cancel = Arc::new(Cancel::default());
+            let status = Arc::new(Mutex::new(StreamStatus::new(endpoint_id)));
+            let reader = Reader {
+                endpoint_id,
+                shared: self.shared.clone(),
+                cancel: cancel.clone(),
+                status: status.clone(),
+                events: event_sender.clone(),
+                stop: stop_receiver.clone(),
+                stopping: stopping.clone(),
+            };
+            match spawn(format!("portainer reader {endpoint_id}"), move || {
+                reader.run()
+            }) {
+                Ok(thread) => run.readers.push(ReaderHandle {
+                    cancel,
+                    status,
+                    thread: Some(thread),
+                }),
+                Err(err) => {
+                    self.finish(run);
+                    return Err(err);
+                }
+            }
+        }
+        Ok(run)
+    }
+
+    /// Ends every connection and thread, then returns. Safe to call twice,
+    /// and from inside a callback.
+    ///
+    /// Blocks until every reader thread has ended: promptly for readers
+    /// waiting for events or for their next attempt, since their sockets are
+    /// shut down and their waits woken; a reader still connecting finishes
+    /// its connect first (bounded by the client's timeout). After `stop`
+    /// returns no new callback call starts, and every subscriber's receiver
+    /// is disconnected. Called from a callback, it returns without waiting
+    /// for that callback to finish.
+    pub fn stop(&self) {
+        let run = self.run.lock().take();
+        if let Some(run) = run {
+            self.finish(run);
+        }
+    }
+
+    fn finish(&self, mut run: Run) {
+        run.stopping.store(true, Ordering::Release);
+        drop(run.stop.take());
+        for reader in &run.readers {
+            reader.cancel.cancel();
+        }
+        for reader in &mut run.readers {
+            if let Some(thread) = reader.thread.take() {
+                if thread.join().is_err() {
+                    log::error!("a reader thread panicked");
+                }
+            }
+            reader::stopped(&reader.status);
+        }
+        if let Some(dispatcher) = run.dispatcher.take() {
+            if thread::current().id() != run.dispatcher_thread && dispatcher.join().is_err() {
+                log::error!("the dispatcher thread panicked");
+            }
+        }
+        self.shared.subscribers.lock().clear();
+        *self.last_status.lock() = run
+            .readers
+            .iter()
+            .map(|reader| reader.status.lock().clone())
+            .collect();
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn spawn(name: String, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, Error> {
+    thread::Builder::new()
+        .name(name.clone())
+        .spawn(body)
+        .map_err(|err| Error::Config(format!("could not spawn thread {name:?}: {err}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listener() -> Listener {
+        Listener::builder(Client::new("http://127.0.0.1:9", "k").unwrap()).build()
+    }
+
+    fn on_event(_: &ListenerResult) {}
+
+    #[test]
+    fn the_same_function_registers_once() {
+        let listener = listener();
+        let first = listener.register_callback(on_event);
+        assert_eq!(listener.register_callback(on_event), first);
+        let counter = Arc::new(AtomicU64::new(0));
+        let captured = counter.clone();
+        let other = listener.register_callback(move |_| {
+            captured.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_ne!(other, first);
+        assert_eq!(listener.shared.callbacks.read().len(), 2);
+        assert!(listener.unregister_callback(first));
+        assert!(!listener.unregister_callback(first));
+        assert_eq!(listener.shared.callbacks.read().len(), 1);
+    }
+
+    #[test]
+    fn public_handles_are_thread_safe() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Listener>();
+        assert_send_sync::<Client>();
+        assert_send_sync::<ListenerResult>();
+    }
+}

@@ -1,0 +1,206 @@
+//! The reconnect logic, kept free of threads and clocks so it can be tested
+//! on its own: where to resume a stream, which replayed events to drop, and
+//! how long to wait before the next attempt.
+
+use std::time::Duration;
+
+use crate::event::DockerEvent;
+use crate::query::Timestamp;
+
+/// What identifies an event among those sharing its timestamp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct EventKey {
+    kind: Option<String>,
+    action: Option<String>,
+    actor: Option<String>,
+}
+
+impl EventKey {
+    fn of(event: &DockerEvent) -> Self {
+        EventKey {
+            kind: event.kind.clone(),
+            action: event.action.clone().or_else(|| event.status.clone()),
+            actor: event.actor_id().map(str::to_string),
+        }
+    }
+}
+
+/// Remembers the last event delivered on one endpoint, so that a new
+/// connection resumes exactly after it.
+///
+/// Docker's `since` is inclusive: resuming at the last event's `timeNano`
+/// replays every event of that nanosecond. Those already delivered are
+/// recognised by their type, action and actor and dropped; a different event
+/// with the same timestamp still goes through.
+#[derive(Debug, Default)]
+pub(crate) struct Resume {
+    /// The newest timestamp delivered, in nanoseconds.
+    last: Option<i64>,
+    /// The events delivered at `last`.
+    boundary: Vec<EventKey>,
+}
+
+impl Resume {
+    /// The `since` to ask for on the next connection: just the last delivered
+    /// event's time, or `initial` before any event.
+    pub(crate) fn since(&self, initial: Option<Timestamp>) -> Option<Timestamp> {
+        self.last.map(Timestamp::from_unix_nanos).or(initial)
+    }
+
+    /// The newest timestamp delivered.
+    pub(crate) fn last(&self) -> Option<Timestamp> {
+        self.last.map(Timestamp::from_unix_nanos)
+    }
+
+    /// Whether `event` is new, recording it if so.
+    ///
+    /// An event without a time cannot be placed and is always new. So is an
+    /// event older than the last: a replay never holds one (it starts at the
+    /// last time), but the daemon can publish two events out of timestamp
+    /// order, and the second must not be lost.
+    pub(crate) fn admit(&mut self, event: &DockerEvent) -> bool {
+        let Some(time) = event.timestamp_nanos() else {
+            return true;
+        };
+        match self.last {
+            Some(last) if time < last => true,
+            Some(last) if time == last => {
+                let key = EventKey::of(event);
+                if self.boundary.contains(&key) {
+                    false
+                } else {
+                    self.boundary.push(key);
+                    true
+                }
+            }
+            _ => {
+                self.last = Some(time);
+                self.boundary.clear();
+                self.boundary.push(EventKey::of(event));
+                true
+            }
+        }
+    }
+}
+
+/// The longest wait between attempts, unless the reconnect interval is longer.
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// How long to wait before the next attempt: the reconnect interval after the
+/// first failure, then doubling up to [`MAX_BACKOFF`], with up to a quarter
+/// more of random jitter from the second failure on so that many readers do
+/// not retry in step. Never shorter than the interval.
+#[derive(Debug, Default)]
+pub(crate) struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    /// The wait before the next attempt; `jitter` is a number in `0.0..1.0`.
+    pub(crate) fn next_delay(&mut self, interval: Duration, jitter: f64) -> Duration {
+        let doubled = interval.saturating_mul(1u32 << self.failures.min(16));
+        let base = doubled.min(MAX_BACKOFF.max(interval));
+        let extra = if self.failures == 0 {
+            Duration::ZERO
+        } else {
+            base.mul_f64(jitter.clamp(0.0, 1.0) / 4.0)
+        };
+        self.failures = self.failures.saturating_add(1);
+        base + extra
+    }
+
+    /// Starts again from the interval, once a connection has proved healthy.
+    pub(crate) fn reset(&mut self) {
+        self.failures = 0;
+    }
+
+    /// How many attempts have failed in a row.
+    pub(crate) fn failures(&self) -> u32 {
+        self.failures
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(nanos: i64, action: &str, actor: &str) -> DockerEvent {
+        DockerEvent::from_json(
+            format!(
+                r#"{{"Type":"container","Action":"{action}","Actor":{{"ID":"{actor}"}},"timeNano":{nanos}}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn replay_at_the_boundary_is_dropped_but_new_events_there_pass() {
+        let mut resume = Resume::default();
+        assert!(resume.admit(&event(100, "create", "a")));
+        assert!(resume.admit(&event(100, "start", "a")));
+        assert_eq!(resume.since(None), Some(Timestamp::from_unix_nanos(100)));
+
+        // The daemon replays the nanosecond inclusively after a reconnect.
+        assert!(!resume.admit(&event(100, "create", "a")));
+        assert!(!resume.admit(&event(100, "start", "a")));
+        // Same instant, different event: delivered.
+        assert!(resume.admit(&event(100, "create", "b")));
+        assert!(resume.admit(&event(101, "die", "a")));
+        assert!(
+            resume.admit(&event(99, "create", "c")),
+            "published out of order"
+        );
+        assert_eq!(resume.last(), Some(Timestamp::from_unix_nanos(101)));
+    }
+
+    #[test]
+    fn events_in_one_second_are_kept_apart_by_nanoseconds() {
+        let second = 1_700_000_000_000_000_000;
+        let mut resume = Resume::default();
+        assert!(resume.admit(&event(second + 123, "start", "a")));
+        // Reconnect: since = second + 123, replay includes the first event.
+        assert_eq!(
+            resume.since(None).unwrap().to_string(),
+            "1700000000.000000123"
+        );
+        assert!(!resume.admit(&event(second + 123, "start", "a")));
+        assert!(resume.admit(&event(second + 500_000, "start", "b")));
+        assert!(resume.admit(&event(second + 200_000_000, "start", "c")));
+    }
+
+    #[test]
+    fn events_without_time_nano_use_whole_seconds() {
+        let mut resume = Resume::default();
+        let old = DockerEvent::from_json(br#"{"status":"start","id":"x","time":7}"#).unwrap();
+        assert!(resume.admit(&old));
+        assert_eq!(resume.last(), Some(Timestamp::from_unix_secs(7)));
+        assert!(!resume.admit(&old));
+        let untimed = DockerEvent::default();
+        assert!(resume.admit(&untimed) && resume.admit(&untimed));
+    }
+
+    #[test]
+    fn backoff_starts_at_the_interval_doubles_and_caps() {
+        let interval = Duration::from_secs(5);
+        let mut backoff = Backoff::default();
+        assert_eq!(backoff.next_delay(interval, 0.99), interval);
+        assert_eq!(backoff.next_delay(interval, 0.0), Duration::from_secs(10));
+        let third = backoff.next_delay(interval, 1.0);
+        assert_eq!(third, Duration::from_secs(25), "20 s plus a quarter");
+        for _ in 0..40 {
+            let delay = backoff.next_delay(interval, 0.5);
+            assert!(delay >= interval && delay <= MAX_BACKOFF.mul_f64(1.25));
+        }
+        backoff.reset();
+        assert_eq!(backoff.next_delay(interval, 0.7), interval);
+    }
+
+    #[test]
+    fn an_interval_above_the_cap_is_still_respected() {
+        let mut backoff = Backoff::default();
+        let long = Duration::from_secs(120);
+        backoff.next_delay(long, 0.0);
+        assert_eq!(backoff.next_delay(long, 0.0), long);
+    }
+}

@@ -1,0 +1,232 @@
+//! The crate against a real Docker Engine behind an nginx front laid out
+//! like Portainer (`scripts/dev-env.sh` starts both). Skipped with a message
+//! when no daemon is configured, except on CI.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use portainer::{
+    Client, DockerEvent, Error, EventFilters, EventQuery, Listener, ListenerResult, StreamState,
+    Timestamp,
+};
+
+use common::docker::{docker_env, unique_name};
+use common::{PATIENCE, wait_for};
+
+/// The actions of container `name` per endpoint, in arrival order.
+fn lifecycle_by_endpoint(events: &[ListenerResult], name: &str) -> BTreeMap<u64, Vec<DockerEvent>> {
+    let mut by_endpoint: BTreeMap<u64, Vec<DockerEvent>> = BTreeMap::new();
+    for result in events {
+        if result.event.kind.as_deref() == Some("container")
+            && result.event.attribute("name") == Some(name)
+        {
+            by_endpoint
+                .entry(result.endpoint_id)
+                .or_default()
+                .push(result.event.clone());
+        }
+    }
+    by_endpoint
+}
+
+fn assert_lifecycle(events: &[DockerEvent], name: &str) {
+    let actions: Vec<&str> = events.iter().filter_map(|e| e.action.as_deref()).collect();
+    let position = |action: &str| {
+        actions
+            .iter()
+            .position(|a| *a == action)
+            .unwrap_or_else(|| panic!("no {action} for {name} in {actions:?}"))
+    };
+    let order = ["create", "start", "die", "destroy"].map(position);
+    assert!(order.is_sorted(), "out of order for {name}: {actions:?}");
+    let die = &events[order[2]];
+    assert_eq!(die.attribute("exitCode"), Some("3"));
+}
+
+#[test]
+fn listener_on_every_endpoint_sees_a_container_lifecycle() {
+    let Some(env) = docker_env() else { return };
+    let client = Client::new(&env.url, &env.api_key).unwrap();
+    let listener = Listener::builder(client)
+        .reconnect_interval(Duration::from_millis(200))
+        .build();
+    let rx = listener.subscribe();
+    listener.start().unwrap();
+
+    let ids: Vec<u64> = listener.status().iter().map(|s| s.endpoint_id).collect();
+    assert_eq!(ids, [1, 2, 3], "endpoint 5 (Kubernetes) must be skipped");
+    wait_for("endpoints 1 and 2 to stream", PATIENCE, || {
+        listener.status()[..2]
+            .iter()
+            .all(|s| s.state == StreamState::Streaming)
+    });
+
+    let name = unique_name("lifecycle");
+    env.run_container(&name);
+
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let by_endpoint = lifecycle_by_endpoint(&seen, &name);
+        let destroyed = |id| {
+            by_endpoint.get(&id).is_some_and(|events| {
+                events
+                    .iter()
+                    .any(|e| e.action.as_deref() == Some("destroy"))
+            })
+        };
+        if destroyed(1) && destroyed(2) {
+            break;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(result) => seen.push(result),
+            Err(err) => panic!(
+                "waiting for {name}'s events from endpoints 1 and 2: {err}; got {by_endpoint:?}"
+            ),
+        }
+    }
+    let by_endpoint = lifecycle_by_endpoint(&seen, &name);
+    assert_lifecycle(&by_endpoint[&1], &name);
+    assert_lifecycle(&by_endpoint[&2], &name);
+    assert!(!by_endpoint.contains_key(&3));
+
+    // Endpoint 3's socket does not exist: nginx answers 502 and the reader
+    // keeps trying without holding up the others.
+    wait_for("endpoint 3 to retry", PATIENCE, || {
+        listener.status()[2].reconnects >= 2
+    });
+    let status = listener.status();
+    assert!(
+        !status[2].state.is_ended() && status[2].events_delivered == 0,
+        "{:?}",
+        status[2]
+    );
+    assert_eq!(status[0].state, StreamState::Streaming);
+    assert_eq!(status[1].state, StreamState::Streaming);
+
+    let started = Instant::now();
+    listener.stop();
+    assert!(started.elapsed() < PATIENCE);
+}
+
+#[test]
+fn a_bad_key_yields_no_events_and_one_logged_error() {
+    let Some(env) = docker_env() else { return };
+    common::capture_logs();
+    let wrong_key = "ptr_definitely_wrong_key";
+    let client = Client::new(&env.url, wrong_key).unwrap();
+
+    // Every endpoint: the endpoint list itself is refused.
+    let every = Listener::builder(client.clone()).build();
+    let err = every.start().unwrap_err();
+    assert!(matches!(err, Error::Unauthorized { .. }), "{err:?}");
+
+    // One endpoint: its reader ends for good with the 401.
+    let one = Listener::builder(client)
+        .endpoint(1)
+        .reconnect_interval(Duration::from_millis(50))
+        .build();
+    let rx = one.subscribe();
+    one.start().unwrap();
+    wait_for("the reader to give up", PATIENCE, || {
+        one.status()[0].state.is_ended()
+    });
+    assert!(
+        matches!(
+            one.status()[0].state,
+            StreamState::Failed {
+                status: Some(401),
+                ..
+            }
+        ),
+        "{:?}",
+        one.status()
+    );
+    assert!(rx.recv_timeout(PATIENCE).is_err(), "no event may arrive");
+    assert_eq!(one.status()[0].reconnects, 0);
+    let errors = common::logged("endpoint 1: giving up");
+    assert!(
+        errors
+            .iter()
+            .any(|l| l.starts_with("ERROR") && l.contains("401")),
+        "{errors:?}"
+    );
+    assert!(common::all_logs().iter().all(|l| !l.contains(wrong_key)));
+}
+
+/// Runs a container and returns a window around it that is already over.
+fn past_window(env: &common::docker::DockerEnv, test: &str) -> (Timestamp, Timestamp, String) {
+    let since = Timestamp::now();
+    let name = unique_name(test);
+    env.run_container(&name);
+    // The daemon stamps events with its own clock, the same as ours here.
+    thread::sleep(Duration::from_millis(20));
+    let until = Timestamp::now();
+    (since, until, name)
+}
+
+#[test]
+fn recent_events_match_the_docker_cli_for_the_same_window() {
+    let Some(env) = docker_env() else { return };
+    let client = Client::new(&env.url, &env.api_key).unwrap();
+    let (since, until, name) = past_window(&env, "window");
+
+    let ours = client
+        .recent_events(1, &EventQuery::new().since(since).until(until))
+        .unwrap();
+    let cli: Vec<DockerEvent> = env
+        .docker(&[
+            "events",
+            "--since",
+            &since.to_string(),
+            "--until",
+            &until.to_string(),
+            "--format",
+            "{{json .}}",
+        ])
+        .lines()
+        .map(|line| DockerEvent::from_json(line.as_bytes()).unwrap())
+        .collect();
+    assert!(
+        ours.iter()
+            .any(|e| e.attribute("name") == Some(name.as_str())),
+        "the window holds the test's container"
+    );
+    assert_eq!(ours, cli);
+}
+
+#[test]
+fn events_with_type_and_action_filters_yield_only_matches() {
+    let Some(env) = docker_env() else { return };
+    let client = Client::new(&env.url, &env.api_key).unwrap();
+    let (since, until, name) = past_window(&env, "filters");
+    let query = EventQuery::new().since(since).until(until).filters(
+        EventFilters::new()
+            .event_type("container")
+            .event("start")
+            .event("die"),
+    );
+    let events: Vec<DockerEvent> = client
+        .events(2, &query)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(!events.is_empty());
+    for event in &events {
+        assert_eq!(event.kind.as_deref(), Some("container"));
+        assert!(
+            matches!(event.action.as_deref(), Some("start" | "die")),
+            "{event:?}"
+        );
+    }
+    let ours: Vec<&str> = events
+        .iter()
+        .filter(|e| e.attribute("name") == Some(name.as_str()))
+        .filter_map(|e| e.action.as_deref())
+        .collect();
+    assert_eq!(ours, ["start", "die"]);
+}
