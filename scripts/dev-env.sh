@@ -126,7 +126,9 @@ dockerd_pid=
 teardown() {
   local status=$? pid mnt
   set +e
-  trap '' INT TERM HUP # let teardown finish
+  # Let teardown finish. SIGPIPE too: with `dev-env.sh ... | tee log`, a
+  # Ctrl-C also ends tee, and our next message would kill us half-way.
+  trap '' INT TERM HUP PIPE
   [[ -n $T && -d $T ]] || exit "$status"
   log "tearing down"
   # The command itself, if we are leaving early (e.g. setup failed mid-way).
@@ -178,6 +180,7 @@ interrupted=0
 on_signal() {
   interrupted=1
   if [[ -z $cmd_pid ]]; then
+    trap '' PIPE # see teardown
     log "interrupted by SIG$1 during setup"
     exit $((128 + $(kill -l "$1")))
   fi

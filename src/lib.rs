@@ -108,3 +108,8 @@ pub use listener::{
 pub use query::{EventFilters, EventQuery, ParseTimestampError, Timestamp};
 pub use stream::{EventStream, StreamCanceller};
 pub use transport::Keepalive;
+
+/// The README's examples, compiled as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;
