@@ -375,14 +375,13 @@ if ! { exec 3<&0; } 2>/dev/null; then exec 3</dev/null; fi # stdin may be closed
 cmd_pid=$!
 exec 3<&-
 
+# A trapped signal interrupts `wait`: go on waiting while COMMAND still runs.
+# (Never `wait` again for a COMMAND that has ended: bash may have reaped it
+# already, and would then block until some other child ends.)
 while :; do
   interrupted=0
   wait "$cmd_pid" && status=0 || status=$?
-  ((interrupted)) || break # COMMAND finished
-  kill -0 "$cmd_pid" 2>/dev/null && continue # a signal came in; keep waiting
-  # It exited around the signal: collect its real status, unless the wait
-  # above already did (then this one says 127, "not a child").
-  wait "$cmd_pid" 2>/dev/null && status=0 || { rc=$?; ((rc == 127)) || status=$rc; }
+  if ((interrupted)) && alive "$cmd_pid"; then continue; fi
   break
 done
 cmd_pid=
