@@ -21,6 +21,7 @@
 #   PORTAINER_TEST_NGINX_PID_FILE  nginx master pid (to stop nginx in a test)
 #   PORTAINER_TEST_NGINX_CONF      its config (restart: nginx -c "$THAT")
 #   PORTAINER_TEST_DOCKERD_PID_FILE
+#   PORTAINER_TEST_DOCKERD_ARGS_FILE  dockerd's arguments, one per line (to restart it)
 #
 # Fake environments served by nginx (GET /api/endpoints lists them):
 #   1, 2  "primary", "secondary": both proxy to the private daemon
@@ -203,23 +204,26 @@ echo '{}' >"$T/daemon.json" # so /etc/docker/daemon.json is not read
 # setsid: its own session, so a Ctrl-C in the terminal does not stop it
 # before COMMAND has finished. --tls=false is said explicitly so the TCP
 # listener starts without the "insecure" startup delay.
-setsid dockerd \
-  --config-file "$T/daemon.json" \
-  --data-root "$T/data" \
-  --exec-root "$T/exec" \
-  --pidfile "$T/dockerd.pid" \
-  --host "$docker_host" \
-  --host "tcp://127.0.0.1:$docker_tcp_port" \
-  --tls=false \
-  --storage-driver vfs \
-  --bridge none \
-  --iptables=false \
-  --ip6tables=false \
-  --ip-forward=false \
-  --ip-masq=false \
-  --userland-proxy=false \
-  --shutdown-timeout 2 \
-  </dev/null >"$T/dockerd.log" 2>&1 &
+dockerd_args=(
+  --config-file "$T/daemon.json"
+  --data-root "$T/data"
+  --exec-root "$T/exec"
+  --pidfile "$T/dockerd.pid"
+  --host "$docker_host"
+  --host "tcp://127.0.0.1:$docker_tcp_port"
+  --tls=false
+  --storage-driver vfs
+  --bridge none
+  --iptables=false
+  --ip6tables=false
+  --ip-forward=false
+  --ip-masq=false
+  --userland-proxy=false
+  --shutdown-timeout 2
+)
+# One argument per line, so a test can restart the daemon the same way.
+printf '%s\n' "${dockerd_args[@]}" >"$T/dockerd.args"
+setsid dockerd "${dockerd_args[@]}" </dev/null >"$T/dockerd.log" 2>&1 &
 dockerd_pid=$!
 
 # An array, not a function: redirections on a function call would also apply
@@ -340,6 +344,7 @@ export PORTAINER_TEST_IMAGE=$image
 export PORTAINER_TEST_NGINX_PID_FILE=$T/nginx.pid
 export PORTAINER_TEST_NGINX_CONF=$T/nginx.conf
 export PORTAINER_TEST_DOCKERD_PID_FILE=$T/dockerd.pid
+export PORTAINER_TEST_DOCKERD_ARGS_FILE=$T/dockerd.args
 
 cat >&2 <<EOF
 dev-env: ready in $((SECONDS - started)) s

@@ -197,8 +197,23 @@ impl Client {
 
     /// Portainer's endpoints (`GET /api/endpoints`).
     pub fn endpoints(&self) -> Result<Vec<Endpoint>, Error> {
+        self.fetch_endpoints(&self.inner.agent)
+    }
+
+    /// The endpoint list over a connection that `cancel` can shut down.
+    pub(crate) fn endpoints_cancellable(
+        &self,
+        cancel: Arc<Cancel>,
+    ) -> Result<Vec<Endpoint>, Error> {
+        let agent = self.cancellable_agent(cancel.clone(), Some(self.inner.timeout));
+        let result = self.fetch_endpoints(&agent);
+        cancel_release_on_err(&result, &cancel);
+        result
+    }
+
+    fn fetch_endpoints(&self, agent: &Agent) -> Result<Vec<Endpoint>, Error> {
         let url = format!("{}/api/endpoints", self.inner.base);
-        let response = self.authorize(self.inner.agent.get(&url)).call()?;
+        let response = self.authorize(agent.get(&url)).call()?;
         let mut response = check_status(response)?;
         let body = response
             .body_mut()
@@ -259,11 +274,23 @@ impl Client {
         query: &EventQuery,
         cancel: Arc<Cancel>,
     ) -> Result<EventStream, Error> {
+        let result = self.try_open_stream(endpoint_id, query, cancel.clone());
+        cancel_release_on_err(&result, &cancel);
+        result
+    }
+
+    fn try_open_stream(
+        &self,
+        endpoint_id: u64,
+        query: &EventQuery,
+        cancel: Arc<Cancel>,
+    ) -> Result<EventStream, Error> {
         let url = format!(
             "{}/api/endpoints/{endpoint_id}/docker/events",
             self.inner.base
         );
-        let mut request = self.authorize(self.stream_agent(cancel.clone()).get(&url));
+        let agent = self.cancellable_agent(cancel.clone(), None);
+        let mut request = self.authorize(agent.get(&url));
         for (key, value) in query.params() {
             request = request.query(key, value);
         }
@@ -286,20 +313,21 @@ impl Client {
         Ok(EventStream::new(body, cancel, self.inner.max_line_length))
     }
 
-    /// An agent of its own for one stream: its connector hands the socket to
-    /// `cancel`, and the body has no timeout.
-    fn stream_agent(&self, cancel: Arc<Cancel>) -> Agent {
+    /// An agent of its own for one request: its connector hands the socket
+    /// to `cancel`. Connecting and receiving the response headers have the
+    /// client's timeout; the body has `body_timeout` (none for a stream).
+    fn cancellable_agent(&self, cancel: Arc<Cancel>, body_timeout: Option<Duration>) -> Agent {
         let timeout = Some(self.inner.timeout);
         let config = Agent::config_builder()
             .http_status_as_error(false)
             .proxy(None)
             .user_agent(concat!("portainer-rs/", env!("CARGO_PKG_VERSION")))
-            .timeout_global(None)
+            .timeout_global(body_timeout)
             .timeout_resolve(timeout)
             .timeout_connect(timeout)
             .timeout_send_request(timeout)
             .timeout_recv_response(timeout)
-            .timeout_recv_body(None)
+            .timeout_recv_body(body_timeout)
             .max_idle_connections(0)
             .build();
         Agent::with_parts(
@@ -314,6 +342,14 @@ impl Client {
             Some(key) => request.header("X-API-Key", key),
             None => request,
         }
+    }
+}
+
+/// Lets go of the socket handle a failed request left behind, so the
+/// connection closes now rather than at the next attempt.
+fn cancel_release_on_err<T>(result: &Result<T, Error>, cancel: &Cancel) {
+    if result.is_err() {
+        cancel.release();
     }
 }
 

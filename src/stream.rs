@@ -53,6 +53,24 @@ impl EventStream {
         }
     }
 
+    /// Reads events from any byte stream with one JSON event per line, such
+    /// as a saved `docker events --format '{{json .}}'` or an HTTP body
+    /// already de-chunked, with the same rules as a live stream. Lines
+    /// longer than `max_line_length` bytes are reported and skipped.
+    ///
+    /// ```
+    /// use portainer::EventStream;
+    ///
+    /// let input = b"{\"Type\":\"container\",\"Action\":\"start\"}\r\n\r\n{\"Type\":\"image\"}\n";
+    /// let kinds: Vec<String> = EventStream::from_reader(&input[..], 1024)
+    ///     .map(|event| event.unwrap().kind.unwrap())
+    ///     .collect();
+    /// assert_eq!(kinds, ["container", "image"]);
+    /// ```
+    pub fn from_reader(reader: impl Read + Send + 'static, max_line_length: usize) -> Self {
+        EventStream::new(reader, Arc::new(Cancel::default()), max_line_length)
+    }
+
     /// A handle that ends this stream from another thread, even while `next`
     /// is blocked waiting for an event.
     pub fn canceller(&self) -> StreamCanceller {

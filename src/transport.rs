@@ -8,6 +8,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -46,48 +47,44 @@ impl Default for Keepalive {
 /// read. Cancelling is permanent: a connection made after it fails at once.
 #[derive(Debug, Default)]
 pub(crate) struct Cancel {
-    state: Mutex<CancelState>,
-}
-
-#[derive(Debug, Default)]
-struct CancelState {
-    cancelled: bool,
-    socket: Option<TcpStream>,
+    /// Set under the lock, read without it on every event.
+    cancelled: AtomicBool,
+    socket: Mutex<Option<TcpStream>>,
 }
 
 impl Cancel {
     /// Shuts down the registered socket and refuses new ones.
     pub(crate) fn cancel(&self) {
-        let mut state = self.state.lock();
-        state.cancelled = true;
-        if let Some(socket) = state.socket.take() {
+        let mut socket = self.socket.lock();
+        self.cancelled.store(true, Ordering::Release);
+        if let Some(socket) = socket.take() {
             // An error means the socket is already closed, which is the goal.
             let _ = socket.shutdown(Shutdown::Both);
         }
     }
 
     pub(crate) fn is_cancelled(&self) -> bool {
-        self.state.lock().cancelled
+        self.cancelled.load(Ordering::Acquire)
     }
 
     /// Keeps a second handle on `socket` so that `cancel` can shut it down.
     fn register(&self, socket: &TcpStream) -> io::Result<()> {
-        let mut state = self.state.lock();
-        if state.cancelled {
+        let mut slot = self.socket.lock();
+        if self.is_cancelled() {
             let _ = socket.shutdown(Shutdown::Both);
             return Err(io::Error::new(
                 io::ErrorKind::Interrupted,
                 "the stream was cancelled",
             ));
         }
-        state.socket = Some(socket.try_clone()?);
+        *slot = Some(socket.try_clone()?);
         Ok(())
     }
 
     /// Forgets the registered socket, so that the handle kept here does not
     /// hold the connection open once its stream is dropped.
     pub(crate) fn release(&self) {
-        self.state.lock().socket = None;
+        *self.socket.lock() = None;
     }
 }
 

@@ -36,6 +36,7 @@ impl Dispatcher {
         }
         // Disconnects every subscriber's receiver: iteration over it ends.
         self.shared.subscribers.lock().clear();
+        self.shared.status_subscribers.lock().clear();
         log::debug!("dispatcher finished");
     }
 

@@ -2,11 +2,13 @@
 //! threads and hands them to callbacks and subscribers.
 
 mod dispatcher;
+mod endpoints;
 mod reader;
 mod reconnect;
 mod status;
 
 use std::any::TypeId;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,11 +26,16 @@ use crate::query::{EventFilters, EventQuery, Timestamp};
 use crate::transport::Cancel;
 
 use self::dispatcher::Dispatcher;
+use self::endpoints::Refresher;
 use self::reader::Reader;
 pub use self::status::{StreamState, StreamStatus};
 
 /// The default reconnect interval: 5 seconds.
 pub const DEFAULT_RECONNECT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The default interval between two readings of the endpoint list when
+/// following every endpoint: 60 seconds.
+pub const DEFAULT_ENDPOINT_REFRESH: Duration = Duration::from_secs(60);
 
 /// The default capacity of the queue between readers and the dispatcher, and
 /// of each subscriber's channel: 65,536 events.
@@ -72,6 +79,8 @@ struct Shared {
     callbacks: RwLock<Arc<Vec<Registered>>>,
     next_callback: AtomicU64,
     subscribers: Mutex<Vec<Subscriber>>,
+    status_subscribers: Mutex<Vec<Sender<StreamStatus>>>,
+    endpoint_refresh: Option<Duration>,
 }
 
 /// One subscriber's channel and how many events it missed.
@@ -83,6 +92,20 @@ struct Subscriber {
 impl Shared {
     fn reconnect_interval(&self) -> Duration {
         Duration::from_millis(self.reconnect_interval_ms.load(Ordering::Relaxed))
+    }
+
+    /// Tells the status subscribers of a change; forgets those that left.
+    fn publish_status(&self, status: &StreamStatus) {
+        let mut subscribers = self.status_subscribers.lock();
+        if subscribers.is_empty() {
+            return;
+        }
+        subscribers.retain(|subscriber| {
+            !matches!(
+                subscriber.try_send(status.clone()),
+                Err(crossbeam_channel::TrySendError::Disconnected(_))
+            )
+        });
     }
 }
 
@@ -98,6 +121,7 @@ pub struct ListenerBuilder {
     reconnect_interval: Duration,
     debug: bool,
     queue_capacity: usize,
+    endpoint_refresh: Option<Duration>,
 }
 
 impl ListenerBuilder {
@@ -160,6 +184,16 @@ impl ListenerBuilder {
         self
     }
 
+    /// How often the endpoint list is read again when following every
+    /// endpoint: readers start for new endpoints with a Docker API and stop
+    /// for deleted ones. `None` reads it only at start. Not used with one
+    /// endpoint or with [`until`](Self::until). Default:
+    /// [`DEFAULT_ENDPOINT_REFRESH`].
+    pub fn endpoint_refresh(mut self, interval: Option<Duration>) -> Self {
+        self.endpoint_refresh = interval;
+        self
+    }
+
     /// Makes the listener. Nothing is started until [`Listener::start`].
     pub fn build(self) -> Listener {
         let mut filters = self.filters;
@@ -184,6 +218,8 @@ impl ListenerBuilder {
                 callbacks: RwLock::new(Arc::new(Vec::new())),
                 next_callback: AtomicU64::new(1),
                 subscribers: Mutex::new(Vec::new()),
+                status_subscribers: Mutex::new(Vec::new()),
+                endpoint_refresh: self.endpoint_refresh,
             }),
             run: Mutex::new(None),
             last_status: Mutex::new(Vec::new()),
@@ -245,17 +281,80 @@ impl fmt::Debug for Listener {
 /// The threads and handles of one run, from `start` to `stop`.
 struct Run {
     stopping: Arc<AtomicBool>,
-    /// Dropped to wake every thread waiting on its receiver.
+    /// Dropped to wake the dispatcher and the refresher.
     stop: Option<Sender<()>>,
-    readers: Vec<ReaderHandle>,
+    readers: Readers,
+    refresher: Option<(Arc<Cancel>, JoinHandle<()>)>,
     dispatcher: Option<JoinHandle<()>>,
     dispatcher_thread: ThreadId,
 }
 
+/// The readers of a run by endpoint id, shared with the refresher.
+type Readers = Arc<Mutex<BTreeMap<u64, ReaderHandle>>>;
+
+/// The listener's hold on one reader thread.
 struct ReaderHandle {
     cancel: Arc<Cancel>,
+    /// Dropped to wake the reader from a wait.
+    wake: Option<Sender<()>>,
     status: Arc<Mutex<StreamStatus>>,
     thread: Option<JoinHandle<()>>,
+}
+
+impl ReaderHandle {
+    /// Ends the reader: shuts its socket, wakes it, and waits for its thread.
+    fn stop(&mut self) {
+        self.signal();
+        self.join();
+    }
+
+    fn signal(&mut self) {
+        self.cancel.cancel();
+        drop(self.wake.take());
+    }
+
+    fn join(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                log::error!("a reader thread panicked");
+            }
+        }
+    }
+}
+
+/// What every reader of a run is started with.
+#[derive(Clone)]
+struct RunContext {
+    shared: Arc<Shared>,
+    events: Sender<ListenerResult>,
+    /// Tells the refresher that a reader ended, when there is one.
+    ended: Option<Sender<u64>>,
+}
+
+impl RunContext {
+    fn spawn_reader(&self, endpoint_id: u64) -> Result<ReaderHandle, Error> {
+        let cancel = Arc::new(Cancel::default());
+        let (wake, woken) = crossbeam_channel::bounded::<()>(0);
+        let status = Arc::new(Mutex::new(StreamStatus::new(endpoint_id)));
+        let reader = Reader {
+            endpoint_id,
+            shared: self.shared.clone(),
+            cancel: cancel.clone(),
+            status: status.clone(),
+            events: self.events.clone(),
+            stop: woken,
+            ended: self.ended.clone(),
+        };
+        let thread = spawn(format!("portainer reader {endpoint_id}"), move || {
+            reader.run()
+        })?;
+        Ok(ReaderHandle {
+            cancel,
+            wake: Some(wake),
+            status,
+            thread: Some(thread),
+        })
+    }
 }
 
 impl Listener {
@@ -271,6 +370,7 @@ impl Listener {
             reconnect_interval: DEFAULT_RECONNECT_INTERVAL,
             debug: false,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            endpoint_refresh: Some(DEFAULT_ENDPOINT_REFRESH),
         }
     }
 
@@ -336,6 +436,20 @@ impl Listener {
         receiver
     }
 
+    /// A channel that receives an endpoint's status each time its state
+    /// changes (connecting, streaming, waiting, finished, failed, stopped),
+    /// until the listener stops. A program can, for instance, list its
+    /// containers again after a reconnect whose gap the daemon could not fill.
+    ///
+    /// A subscriber more than [`queue_capacity`](ListenerBuilder::queue_capacity)
+    /// changes behind misses the newer ones; dropping the receiver
+    /// unsubscribes.
+    pub fn subscribe_status(&self) -> Receiver<StreamStatus> {
+        let (sender, receiver) = crossbeam_channel::bounded(self.shared.queue_capacity);
+        self.shared.status_subscribers.lock().push(sender);
+        receiver
+    }
+
     /// Changes the reconnect interval, also while running. A reader already
     /// waiting finishes its current wait.
     pub fn set_reconnect_interval(&self, interval: Duration) {
@@ -358,11 +472,7 @@ impl Listener {
     /// id. After [`stop`](Self::stop), the statuses as the run ended.
     pub fn status(&self) -> Vec<StreamStatus> {
         match &*self.run.lock() {
-            Some(run) => run
-                .readers
-                .iter()
-                .map(|reader| reader.status.lock().clone())
-                .collect(),
+            Some(run) => snapshot(&run.readers),
             None => self.last_status.lock().clone(),
         }
     }
@@ -420,33 +530,47 @@ impl Listener {
         };
         let dispatcher = spawn("portainer dispatcher".into(), move || dispatcher.run())?;
         let mut run = Run {
-            stopping: stopping.clone(),
+            stopping,
             stop: Some(stop_sender),
-            readers: Vec::with_capacity(endpoints.len()),
+            readers: Arc::new(Mutex::new(BTreeMap::new())),
+            refresher: None,
             dispatcher_thread: dispatcher.thread().id(),
             dispatcher: Some(dispatcher),
         };
 
+        let refresh = match (self.shared.endpoint, self.shared.query.until_time()) {
+            (None, None) => self.shared.endpoint_refresh,
+            _ => None,
+        };
+        let (ended_sender, ended_receiver) = crossbeam_channel::unbounded();
+        let context = RunContext {
+            shared: self.shared.clone(),
+            events: event_sender,
+            ended: refresh.map(|_| ended_sender),
+        };
         for &endpoint_id in endpoints {
+            match context.spawn_reader(endpoint_id) {
+                Ok(handle) => {
+                    run.readers.lock().insert(endpoint_id, handle);
+                }
+                Err(err) => {
+                    self.finish(run);
+                    return Err(err);
+                }
+            }
+        }
+        if let Some(interval) = refresh {
             let cancel = Arc::new(Cancel::default());
-            let status = Arc::new(Mutex::new(StreamStatus::new(endpoint_id)));
-            let reader = Reader {
-                endpoint_id,
-                shared: self.shared.clone(),
+            let refresher = Refresher {
+                context,
+                readers: run.readers.clone(),
+                interval,
                 cancel: cancel.clone(),
-                status: status.clone(),
-                events: event_sender.clone(),
-                stop: stop_receiver.clone(),
-                stopping: stopping.clone(),
+                stop: stop_receiver,
+                ended: ended_receiver,
             };
-            match spawn(format!("portainer reader {endpoint_id}"), move || {
-                reader.run()
-            }) {
-                Ok(thread) => run.readers.push(ReaderHandle {
-                    cancel,
-                    status,
-                    thread: Some(thread),
-                }),
+            match spawn("portainer endpoints".into(), move || refresher.run()) {
+                Ok(thread) => run.refresher = Some((cancel, thread)),
                 Err(err) => {
                     self.finish(run);
                     return Err(err);
@@ -459,13 +583,13 @@ impl Listener {
     /// Ends every connection and thread, then returns. Safe to call twice,
     /// and from inside a callback.
     ///
-    /// Blocks until every reader thread has ended: promptly for readers
-    /// waiting for events or for their next attempt, since their sockets are
-    /// shut down and their waits woken; a reader still connecting finishes
-    /// its connect first (bounded by the client's timeout). After `stop`
-    /// returns no new callback call starts, and every subscriber's receiver
-    /// is disconnected. Called from a callback, it returns without waiting
-    /// for that callback to finish.
+    /// Readers waiting for events or for their next attempt stop at once:
+    /// their sockets are shut down and their waits woken. A reader still
+    /// connecting finishes its connect first (bounded by the client's
+    /// timeout), and a callback under way finishes its call. After `stop`
+    /// returns no callback starts, every subscriber's receiver is
+    /// disconnected and no thread of the listener is left. Called from a
+    /// callback, it returns without waiting for that callback to finish.
     pub fn stop(&self) {
         let run = self.run.lock().take();
         if let Some(run) = run {
@@ -476,16 +600,19 @@ impl Listener {
     fn finish(&self, mut run: Run) {
         run.stopping.store(true, Ordering::Release);
         drop(run.stop.take());
-        for reader in &run.readers {
-            reader.cancel.cancel();
-        }
-        for reader in &mut run.readers {
-            if let Some(thread) = reader.thread.take() {
-                if thread.join().is_err() {
-                    log::error!("a reader thread panicked");
-                }
+        if let Some((cancel, refresher)) = run.refresher.take() {
+            cancel.cancel();
+            if refresher.join().is_err() {
+                log::error!("the endpoint refresher thread panicked");
             }
-            reader::stopped(&reader.status);
+        }
+        let mut readers = std::mem::take(&mut *run.readers.lock());
+        // Signal all first so they wind down together, then wait for each.
+        for reader in readers.values_mut() {
+            reader.signal();
+        }
+        for reader in readers.values_mut() {
+            reader.join();
         }
         if let Some(dispatcher) = run.dispatcher.take() {
             if thread::current().id() != run.dispatcher_thread && dispatcher.join().is_err() {
@@ -493,12 +620,21 @@ impl Listener {
             }
         }
         self.shared.subscribers.lock().clear();
-        *self.last_status.lock() = run
-            .readers
-            .iter()
+        self.shared.status_subscribers.lock().clear();
+        *self.last_status.lock() = readers
+            .values()
             .map(|reader| reader.status.lock().clone())
             .collect();
     }
+}
+
+/// The current status of every reader, by endpoint id.
+fn snapshot(readers: &Readers) -> Vec<StreamStatus> {
+    readers
+        .lock()
+        .values()
+        .map(|reader| reader.status.lock().clone())
+        .collect()
 }
 
 impl Drop for Listener {

@@ -2,7 +2,6 @@
 //! the dispatcher, and reconnects after failures until the listener stops.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
@@ -22,9 +21,10 @@ pub(super) struct Reader {
     pub(super) cancel: Arc<Cancel>,
     pub(super) status: Arc<Mutex<StreamStatus>>,
     pub(super) events: Sender<ListenerResult>,
-    /// Never carries a message: it disconnects when the listener stops.
+    /// Never carries a message: it disconnects when this reader must stop.
     pub(super) stop: Receiver<()>,
-    pub(super) stopping: Arc<AtomicBool>,
+    /// Where to say that this reader has ended, when someone listens.
+    pub(super) ended: Option<Sender<u64>>,
 }
 
 /// How one connection ended.
@@ -41,6 +41,14 @@ enum Outcome {
 
 impl Reader {
     pub(super) fn run(self) {
+        self.follow();
+        if let Some(ended) = &self.ended {
+            let _ = ended.send(self.endpoint_id);
+        }
+    }
+
+    /// Connects, reads and reconnects until stopped or ended for good.
+    fn follow(&self) {
         let mut resume = Resume::default();
         let mut backoff = Backoff::default();
         let mut failing: Option<String> = None;
@@ -230,19 +238,18 @@ impl Reader {
             .is_some_and(|until| Timestamp::now() >= until)
     }
 
+    /// Records a new state and tells the status subscribers.
     fn set_state(&self, state: StreamState) {
-        self.status.lock().state = state;
+        let snapshot = {
+            let mut status = self.status.lock();
+            status.state = state;
+            status.clone()
+        };
+        self.shared.publish_status(&snapshot);
     }
 
+    /// The listener stopping and the endpoint's removal both cancel.
     fn is_stopping(&self) -> bool {
-        self.stopping.load(Ordering::Acquire)
-    }
-}
-
-/// The state a reader that never ran reports once the listener stopped.
-pub(super) fn stopped(status: &Mutex<StreamStatus>) {
-    let mut status = status.lock();
-    if !status.state.is_ended() {
-        status.state = StreamState::Stopped;
+        self.cancel.is_cancelled()
     }
 }

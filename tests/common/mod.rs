@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod docker;
 
 use std::io::{BufRead, BufReader, Write};
