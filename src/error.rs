@@ -187,11 +187,6 @@ impl From<ureq::Error> for Error {
 
 impl From<io::Error> for Error {
     fn from(err: io::Error) -> Self {
-        if err.kind() == io::ErrorKind::TimedOut {
-            return Error::Timeout {
-                phase: "read".into(),
-            };
-        }
         // ureq wraps its own errors in io::Error when they surface through a
         // body reader; unwrap them so a timeout stays a timeout.
         if err.get_ref().is_some_and(|inner| inner.is::<ureq::Error>()) {

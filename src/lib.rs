@@ -69,15 +69,46 @@
 //! - `debug`: connections opened and closed, and with
 //!   [`ListenerBuilder::debug`] every event delivered.
 //!
+//! # Under faults
+//!
+//! The listener is meant to run for months:
+//!
+//! - **No event lost or repeated across a reconnect.** A new connection asks
+//!   for `since` = the `timeNano` of the last event delivered, and drops the
+//!   events of that nanosecond it already delivered (the daemon replays
+//!   inclusively). A stream that ends cleanly without `until` counts as a drop.
+//! - **Reconnects** wait the reconnect interval, then double up to a minute
+//!   with jitter; the wait starts over once a stream has delivered an event or
+//!   stayed up for an interval. Network errors, 5xx and HTML pages behind a
+//!   200 are retried; 401, 403 and 404 end the endpoint for good.
+//! - **Stopping** shuts down every socket, wakes every wait and joins every
+//!   thread; it is safe from inside a callback.
+//! - **Dead connections**: every stream socket has TCP keepalive
+//!   ([`Keepalive`]: a vanished peer is noticed in about a minute). An idle
+//!   but healthy stream is never cut, and no timeout applies to a stream body.
+//! - **Bounded memory**: a line longer than
+//!   [`ClientBuilder::max_line_length`] is reported and skipped; a slow
+//!   callback never stops the readers from draining their sockets (Docker
+//!   drops events for a client that lags about 100 ms); past
+//!   [`ListenerBuilder::queue_capacity`] queued events, new ones are dropped
+//!   and counted in [`StreamStatus::events_dropped`].
+//! - **Endpoint changes** are picked up by reading the list again
+//!   ([`ListenerBuilder::endpoint_refresh`]).
+//! - **Status**: [`Listener::status`] and [`Listener::subscribe_status`] tell
+//!   each endpoint's state and counters.
+//!
 //! # Known problems
 //!
 //! - The daemon keeps only its last 256 events, and none across its own
 //!   restart: a gap longer than that cannot be replayed, and the listener
-//!   resumes from what is left.
+//!   resumes from what is left. [`Listener::subscribe_status`] shows the
+//!   gap (a `Waiting` state, then `Streaming`), so a program can list its
+//!   containers again.
 //! - [`Listener::stop`] does not interrupt a connection attempt in progress;
-//!   it waits for it to finish, at most the client's timeout.
-//! - Endpoints added to Portainer after [`Listener::start`] are not picked up
-//!   until the next start.
+//!   it waits for it to finish, at most the client's timeout. On loopback
+//!   and healthy networks that is immediate.
+//! - Two events the daemon publishes out of timestamp order around a
+//!   disconnect can lose the older one: the resume point is the newest.
 //! - Only an API key authenticates; proxies from the environment are not used.
 //!
 //! # Minimum Rust version
@@ -102,8 +133,9 @@ pub use endpoint::{Endpoint, EndpointStatus, EndpointType};
 pub use error::Error;
 pub use event::{DockerEvent, DockerEventActor};
 pub use listener::{
-    Callback, CallbackId, DEFAULT_QUEUE_CAPACITY, DEFAULT_RECONNECT_INTERVAL, Listener,
-    ListenerBuilder, ListenerResult, StreamState, StreamStatus,
+    Callback, CallbackId, DEFAULT_ENDPOINT_REFRESH, DEFAULT_QUEUE_CAPACITY,
+    DEFAULT_RECONNECT_INTERVAL, Listener, ListenerBuilder, ListenerResult, StreamState,
+    StreamStatus,
 };
 pub use query::{EventFilters, EventQuery, ParseTimestampError, Timestamp};
 pub use stream::{EventStream, StreamCanceller};

@@ -197,11 +197,12 @@ fn update_timeout(
     Ok(())
 }
 
+/// Whether a read or write stopped at its socket timeout. On Unix that is
+/// `EAGAIN`; `ETIMEDOUT` there means the peer stopped answering keepalive
+/// probes, a dead connection rather than a timeout.
 fn timed_out(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
+    err.kind() == io::ErrorKind::WouldBlock
+        || (cfg!(windows) && err.kind() == io::ErrorKind::TimedOut)
 }
 
 impl Transport for SocketTransport {

@@ -156,7 +156,9 @@ impl ListenerBuilder {
     }
 
     /// Ends each endpoint's stream at this time. Once every endpoint's window
-    /// is complete, the subscribers' receivers disconnect.
+    /// is complete, the subscribers' receivers disconnect. An endpoint that
+    /// cannot be reached once this time has passed ends as failed rather than
+    /// being retried for ever.
     pub fn until(mut self, time: impl Into<Timestamp>) -> Self {
         self.until = Some(time.into());
         self
