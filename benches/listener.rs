@@ -1,0 +1,65 @@
+//! Scenario **listener**: the same loopback stream of 20,000 realistic events
+//! behind a `Listener`, with one callback and one subscriber counting them.
+//! An iteration runs from `start()` until both have seen every event. The
+//! raw-socket limit is measured beside it in the same run. Prints events/s
+//! and the ratio for both framings.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use portainer::{Client, Listener};
+use support::{Framing, Server, generated_lines, raw_read_events, report_ratio};
+
+const EVENTS: usize = 20_000;
+
+/// Runs one listener over the whole stream; returns the time it took.
+fn run_listener(url: &str) -> Duration {
+    let listener = Listener::builder(Client::new(url, "bench").unwrap())
+        .endpoint(1)
+        .build();
+    let called = Arc::new(AtomicUsize::new(0));
+    let counter = called.clone();
+    listener.register_callback(move |_| {
+        counter.fetch_add(1, Ordering::Relaxed);
+    });
+    let events = listener.subscribe();
+    let started = Instant::now();
+    listener.start().unwrap();
+    let subscriber = thread::spawn(move || events.iter().take(EVENTS).count());
+    assert_eq!(subscriber.join().unwrap(), EVENTS);
+    while called.load(Ordering::Relaxed) < EVENTS {
+        std::hint::spin_loop();
+    }
+    let took = started.elapsed();
+    listener.stop();
+    took
+}
+
+fn listener(c: &mut Criterion) {
+    let lines = generated_lines(EVENTS);
+    for (name, framing) in [("listener/per-event", Framing::PerEvent), ("listener/proxy-32k", Framing::Proxy32K)] {
+        // The listener's stream stays open after the last event, as a live
+        // daemon's does; the raw reader gets a body that ends.
+        let held = Server::start(support::response_bytes(&lines, framing, false), "[]".into(), true);
+        let ended = Server::start(support::response_bytes(&lines, framing, true), "[]".into(), false);
+        let mut group = c.benchmark_group(name);
+        group.throughput(Throughput::Elements(EVENTS as u64));
+        group.sample_size(20);
+        group.bench_function("listener", |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| run_listener(&held.url())).sum())
+        });
+        group.bench_function("raw limit", |b| {
+            b.iter(|| assert_eq!(raw_read_events(ended.addr()).unwrap(), EVENTS))
+        });
+        group.finish();
+        report_ratio(name, "listener", "raw limit", EVENTS as u64);
+    }
+}
+
+criterion_group!(benches, listener);
+criterion_main!(benches);
