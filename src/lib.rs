@@ -87,18 +87,23 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations)]
 
+mod auth;
 mod client;
 mod endpoint;
+mod engine;
 mod error;
 mod event;
 mod lines;
 mod listener;
+mod proxy;
 mod query;
 mod stream;
+mod tls;
 mod transport;
 
 pub use client::{Client, ClientBuilder, DEFAULT_MAX_LINE_LENGTH, DEFAULT_TIMEOUT};
 pub use endpoint::{Endpoint, EndpointStatus, EndpointType};
+pub use engine::{DEFAULT_DOCKER_HOST, ENGINE_ENDPOINT_ID};
 pub use error::Error;
 pub use event::{DockerEvent, DockerEventActor};
 pub use listener::{
