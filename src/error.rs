@@ -207,6 +207,15 @@ impl From<io::Error> for Error {
                 phase: "read".into(),
             };
         }
+        // A TLS handshake runs inside the first read or write, so its
+        // failure arrives wrapped in an io::Error.
+        if err
+            .get_ref()
+            .is_some_and(|inner| inner.is::<rustls::Error>())
+        {
+            let inner = err.into_inner().expect("checked above");
+            return Error::Tls { source: inner };
+        }
         // ureq wraps its own errors in io::Error when they surface through a
         // body reader; unwrap them so a timeout stays a timeout.
         if err.get_ref().is_some_and(|inner| inner.is::<ureq::Error>()) {

@@ -5,7 +5,7 @@
 
 pub mod docker;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -42,6 +42,8 @@ pub struct Request {
     /// The path and query as sent.
     pub target: String,
     pub headers: Vec<(String, String)>,
+    /// The body, when the request said its `Content-Length`.
+    pub body: Vec<u8>,
 }
 
 impl Request {
@@ -132,8 +134,30 @@ impl Conn {
     /// Waits until the client closes the connection (or the server stops).
     pub fn hold(&mut self) {
         let mut sink = [0u8; 64];
-        use std::io::Read;
         while matches!(self.stream.read(&mut sink), Ok(n) if n > 0) {}
+    }
+
+    /// Acts as a forward proxy for a `CONNECT host:port` request: connects
+    /// to the target, says so, and copies bytes both ways until either side
+    /// closes.
+    pub fn tunnel(&mut self) {
+        assert_eq!(self.request.method, "CONNECT", "{:?}", self.request);
+        let Ok(upstream) = TcpStream::connect(&self.request.target) else {
+            let _ = self.stream.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n");
+            return;
+        };
+        let _ = self
+            .stream
+            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+        let client = &self.stream;
+        thread::scope(|scope| {
+            scope.spawn(|| {
+                let _ = std::io::copy(&mut &*client, &mut &upstream);
+                let _ = upstream.shutdown(Shutdown::Both);
+            });
+            let _ = std::io::copy(&mut &upstream, &mut &*client);
+            let _ = client.shutdown(Shutdown::Both);
+        });
     }
 }
 
@@ -248,10 +272,18 @@ fn read_request(stream: &TcpStream) -> Option<Request> {
             headers.push((name.trim().to_string(), value.trim().to_string()));
         }
     }
+    let length = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
     Some(Request {
         method,
         target,
         headers,
+        body,
     })
 }
 
