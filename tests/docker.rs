@@ -4,12 +4,9 @@
 
 mod common;
 
-use std::thread;
 use std::time::{Duration, Instant};
 
-use portainer::{
-    Client, DockerEvent, Error, EventFilters, EventQuery, Listener, StreamState, Timestamp,
-};
+use portainer::{Client, DockerEvent, Error, EventFilters, EventQuery, Listener, StreamState};
 
 use common::docker::{assert_lifecycle, await_lifecycle, docker_env, unique_name};
 use common::{PATIENCE, wait_for};
@@ -104,22 +101,11 @@ fn a_bad_key_yields_no_events_and_one_logged_error() {
     assert!(common::all_logs().iter().all(|l| !l.contains(wrong_key)));
 }
 
-/// Runs a container and returns a window around it that is already over.
-fn past_window(env: &common::docker::DockerEnv, test: &str) -> (Timestamp, Timestamp, String) {
-    let since = Timestamp::now();
-    let name = unique_name(test);
-    env.run_container(&name);
-    // The daemon stamps events with its own clock, the same as ours here.
-    thread::sleep(Duration::from_millis(20));
-    let until = Timestamp::now();
-    (since, until, name)
-}
-
 #[test]
 fn recent_events_match_the_docker_cli_for_the_same_window() {
     let Some(env) = docker_env() else { return };
     let client = Client::new(&env.url, &env.api_key).unwrap();
-    let (since, until, name) = past_window(&env, "window");
+    let (since, until, name) = env.past_window("window");
 
     let ours = client
         .recent_events(1, &EventQuery::new().since(since).until(until))
@@ -149,7 +135,7 @@ fn recent_events_match_the_docker_cli_for_the_same_window() {
 fn events_with_type_and_action_filters_yield_only_matches() {
     let Some(env) = docker_env() else { return };
     let client = Client::new(&env.url, &env.api_key).unwrap();
-    let (since, until, name) = past_window(&env, "filters");
+    let (since, until, name) = env.past_window("filters");
     let query = EventQuery::new().since(since).until(until).filters(
         EventFilters::new()
             .event_type("container")

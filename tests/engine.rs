@@ -7,15 +7,14 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use portainer::{
-    Client, DockerEvent, ENGINE_ENDPOINT_ID, EndpointType, Error, EventQuery, Listener,
-    StreamState, Timestamp,
+    Client, DockerEvent, ENGINE_ENDPOINT_ID, EndpointType, Error, EventQuery, Listener, StreamState,
 };
 
 use common::docker::{DockerEnv, assert_lifecycle, await_lifecycle, docker_env, unique_name};
-use common::{PATIENCE, wait_for};
+use common::{PATIENCE, stop_promptly, wait_for};
 
 #[test]
 fn listener_on_the_unix_socket_sees_a_lifecycle_and_stops_promptly() {
@@ -40,23 +39,14 @@ fn listener_on_the_unix_socket_sees_a_lifecycle_and_stops_promptly() {
     assert_lifecycle(&by_endpoint[&ENGINE_ENDPOINT_ID], &name);
 
     // The stream is idle now, blocked in a read on the unix socket.
-    let started = Instant::now();
-    listener.stop();
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "stop took {:?}",
-        started.elapsed()
-    );
+    stop_promptly(&listener);
     assert_eq!(listener.status()[0].state, StreamState::Stopped);
 }
 
-/// Runs a container and returns a window around it that is already over.
+/// A past window holding one container's run, and the container's name.
 fn past_window(env: &DockerEnv, test: &str) -> (EventQuery, String) {
-    let since = Timestamp::now();
-    let name = unique_name(test);
-    env.run_container(&name);
-    std::thread::sleep(Duration::from_millis(20));
-    (EventQuery::new().since(since).until(Timestamp::now()), name)
+    let (since, until, name) = env.past_window(test);
+    (EventQuery::new().since(since).until(until), name)
 }
 
 /// The events of container `name` in the window.

@@ -3,10 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::process::Command;
+use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::Receiver;
-use portainer::{DockerEvent, ListenerResult};
+use portainer::{DockerEvent, ListenerResult, Timestamp};
 
 /// Where the test environment is.
 #[derive(Debug, Clone)]
@@ -77,6 +78,17 @@ impl DockerEnv {
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Runs a container and returns a window around it that is already
+    /// over, and the container's name.
+    pub fn past_window(&self, test: &str) -> (Timestamp, Timestamp, String) {
+        let since = Timestamp::now();
+        let name = unique_name(test);
+        self.run_container(&name);
+        // The daemon stamps events with its own clock, the same as ours here.
+        thread::sleep(Duration::from_millis(20));
+        (since, Timestamp::now(), name)
     }
 
     /// Runs a container named `name` that exits with status 3, then removes

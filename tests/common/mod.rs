@@ -299,6 +299,18 @@ pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) 
 /// The generous bound the tests use for anything that should be quick.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
+/// Stops `listener` and checks that it took less than 5 s (it should take
+/// milliseconds: every idle read is unblocked).
+pub fn stop_promptly(listener: &portainer::Listener) {
+    let started = Instant::now();
+    listener.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        started.elapsed()
+    );
+}
+
 /// Log lines captured by [`capture_logs`], as `LEVEL target: message`.
 static LOG_LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
