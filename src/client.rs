@@ -857,6 +857,39 @@ mod tests {
     }
 
     #[test]
+    fn debug_hides_the_password_and_proxy_credentials() {
+        let builder = Client::builder("http://localhost:9000")
+            .login("admin", "hunter2")
+            .proxy("http://user:proxy-pw@127.0.0.1:3128");
+        let client = builder.clone().build().unwrap();
+        let shown = format!("{builder:?} {client:?}");
+        for secret in ["hunter2", "proxy-pw"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("admin"), "{shown}");
+    }
+
+    #[test]
+    fn engines_use_the_root_and_have_one_endpoint() {
+        let client = Client::docker_socket("/run/docker.sock").unwrap();
+        assert!(client.is_docker_engine());
+        assert_eq!(client.url(), "unix:///run/docker.sock");
+        assert_eq!(
+            client.docker_url(0, "/events").unwrap(),
+            "http://localhost/events"
+        );
+        assert!(matches!(
+            client.docker_url(1, "/events"),
+            Err(Error::NotFound { .. })
+        ));
+        let portainer = Client::new("https://h/portainer", "k").unwrap();
+        assert_eq!(
+            portainer.docker_url(3, "/events").unwrap(),
+            "https://h/portainer/api/endpoints/3/docker/events"
+        );
+    }
+
+    #[test]
     fn bad_keys_are_refused_without_echoing_them() {
         let err = Client::new("http://h", "ptr bad\nkey")
             .unwrap_err()

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use portainer::{Client, DockerEvent, Error, EventFilters, EventQuery, Listener, StreamState};
 
 use common::docker::{assert_lifecycle, await_lifecycle, docker_env, unique_name};
-use common::{PATIENCE, wait_for};
+use common::{PATIENCE, TestServer, wait_for};
 
 #[test]
 fn listener_on_every_endpoint_sees_a_container_lifecycle() {
@@ -218,4 +218,32 @@ fn https_with_the_explicit_opt_in_accepts_the_untrusted_certificate() {
     assert_eq!(client.endpoints().unwrap().len(), 4);
     let listener = streaming_listener(client);
     listener.stop();
+}
+
+#[test]
+fn https_goes_through_a_connect_proxy() {
+    let Some(env) = docker_env() else { return };
+    let proxy = TestServer::start(|conn| conn.tunnel());
+    let client = Client::builder(&env.tls_url)
+        .api_key(&env.api_key)
+        .ca_file(&env.ca_file)
+        .proxy(proxy.url())
+        .build()
+        .unwrap();
+    assert_eq!(client.endpoints().unwrap().len(), 4);
+    let (since, until, name) = env.past_window("proxied");
+    let events = client
+        .recent_events(1, &EventQuery::new().since(since).until(until))
+        .unwrap();
+    assert!(events.iter().any(|e| e.attribute("name") == Some(&name)));
+
+    let tunnels = proxy.requests();
+    let target = env.tls_url.trim_start_matches("https://");
+    assert_eq!(tunnels.len(), 2, "one for the list, one for the stream");
+    assert!(
+        tunnels
+            .iter()
+            .all(|t| t.method == "CONNECT" && t.target == target),
+        "{tunnels:?}"
+    );
 }
