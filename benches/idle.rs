@@ -24,7 +24,9 @@ fn endpoint_list(count: usize) -> String {
 
 /// In the child: serve `count` silent streams until stdin closes.
 fn serve(count: usize) {
-    let head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let head =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
     let server = Server::start(head, endpoint_list(count), true);
     println!("{}", server.url());
     let mut sink = Vec::new();
@@ -39,7 +41,9 @@ fn start_server(count: usize) -> (Child, String) {
         .spawn()
         .unwrap();
     let mut url = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut url).unwrap();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut url)
+        .unwrap();
     (child, url.trim().to_string())
 }
 
@@ -52,7 +56,12 @@ fn stop_server(mut child: Child) {
 /// user + system CPU time of this process so far.
 fn cpu_time() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
     // utime and stime are fields 14 and 15 of the line, counted in clock ticks.
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     Duration::from_millis(ticks * 10)

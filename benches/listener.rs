@@ -42,11 +42,22 @@ fn run_listener(url: &str) -> Duration {
 
 fn listener(c: &mut Criterion) {
     let lines = generated_lines(EVENTS);
-    for (name, framing) in [("listener/per-event", Framing::PerEvent), ("listener/proxy-32k", Framing::Proxy32K)] {
+    for (name, framing) in [
+        ("listener/per-event", Framing::PerEvent),
+        ("listener/proxy-32k", Framing::Proxy32K),
+    ] {
         // The listener's stream stays open after the last event, as a live
         // daemon's does; the raw reader gets a body that ends.
-        let held = Server::start(support::response_bytes(&lines, framing, false), "[]".into(), true);
-        let ended = Server::start(support::response_bytes(&lines, framing, true), "[]".into(), false);
+        let held = Server::start(
+            support::response_bytes(&lines, framing, false),
+            "[]".into(),
+            true,
+        );
+        let ended = Server::start(
+            support::response_bytes(&lines, framing, true),
+            "[]".into(),
+            false,
+        );
         let mut group = c.benchmark_group(name);
         group.throughput(Throughput::Elements(EVENTS as u64));
         group.sample_size(20);

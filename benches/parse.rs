@@ -11,7 +11,10 @@ use portainer::DockerEvent;
 use support::{BorrowedEvent, fixture_lines, generated_lines, report_ratio};
 
 fn parse(c: &mut Criterion) {
-    for (name, lines) in [("parse/fixture", fixture_lines()), ("parse/generated", generated_lines(10_000))] {
+    for (name, lines) in [
+        ("parse/fixture", fixture_lines()),
+        ("parse/generated", generated_lines(10_000)),
+    ] {
         let mut group = c.benchmark_group(name);
         group.throughput(Throughput::Elements(lines.len() as u64));
         group.bench_function("DockerEvent", |b| {

@@ -36,14 +36,27 @@ fn time_stop(url: &str, ready: fn(&StreamState) -> bool) -> Duration {
 }
 
 fn stop(c: &mut Criterion) {
-    let idle_head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
-    let failing = b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec();
+    let idle_head =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
+    let failing =
+        b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec();
     let mut group = c.benchmark_group("stop");
     group.sample_size(10);
     for (name, count, response, hold, ready) in [
-        ("1 idle", 1, &idle_head, true, (|s: &StreamState| *s == StreamState::Streaming) as fn(&StreamState) -> bool),
-        ("100 idle", 100, &idle_head, true, |s: &StreamState| *s == StreamState::Streaming),
-        ("100 waiting", 100, &failing, false, |s: &StreamState| matches!(s, StreamState::Waiting { .. })),
+        (
+            "1 idle",
+            1,
+            &idle_head,
+            true,
+            (|s: &StreamState| *s == StreamState::Streaming) as fn(&StreamState) -> bool,
+        ),
+        ("100 idle", 100, &idle_head, true, |s: &StreamState| {
+            *s == StreamState::Streaming
+        }),
+        ("100 waiting", 100, &failing, false, |s: &StreamState| {
+            matches!(s, StreamState::Waiting { .. })
+        }),
     ] {
         let server = Server::start(response.clone(), endpoint_list(count), hold);
         group.bench_function(name, |b| {

@@ -14,8 +14,15 @@ const EVENTS: usize = 20_000;
 
 fn stream(c: &mut Criterion) {
     let lines = generated_lines(EVENTS);
-    for (name, framing) in [("stream/per-event", Framing::PerEvent), ("stream/proxy-32k", Framing::Proxy32K)] {
-        let server = Server::start(support::response_bytes(&lines, framing, true), "[]".into(), false);
+    for (name, framing) in [
+        ("stream/per-event", Framing::PerEvent),
+        ("stream/proxy-32k", Framing::Proxy32K),
+    ] {
+        let server = Server::start(
+            support::response_bytes(&lines, framing, true),
+            "[]".into(),
+            false,
+        );
         let client = Client::new(&server.url(), "bench").unwrap();
         let mut group = c.benchmark_group(name);
         group.throughput(Throughput::Elements(EVENTS as u64));

@@ -1,20 +1,25 @@
 //! Prints the Docker events of every endpoint of a Portainer (or of one) as
-//! they happen, like `docker events` does for a single daemon.
+//! they happen, like `docker events` does for a single daemon. Without a
+//! Portainer URL it follows the local Docker Engine (`DOCKER_HOST`, or
+//! `/var/run/docker.sock`), as endpoint 0.
 //!
 //! ```text
+//! cargo run --example listen
 //! cargo run --example listen -- --url https://portainer:9443 --api-key ptr_xxx
+//! cargo run --example listen -- --url https://portainer:9443 --ca-file ca.pem --username admin
 //! cargo run --example listen -- --endpoint 1 --type container --json
 //! cargo run --example listen -- --since 2026-12-03T10:00:00Z --until 1796300800.5
 //! ```
 //!
-//! Events go to stdout; warnings and errors go to stderr (`RUST_LOG`
-//! overrides the default filter). Ctrl-C stops the listener and exits 0;
-//! with `--until`, the program exits 0 once the window is complete. When
-//! every endpoint has ended for good (bad key, forbidden, deleted) it says
-//! so and exits 1.
+//! The first line on stderr says which source it follows. Events go to
+//! stdout; warnings and errors go to stderr (`RUST_LOG` overrides the
+//! default filter). Ctrl-C stops the listener and exits 0; with `--until`,
+//! the program exits 0 once the window is complete. When every endpoint has
+//! ended for good (bad key, forbidden, deleted) it says so and exits 1.
 
 use std::error::Error;
 use std::io::{self, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -22,17 +27,39 @@ use clap::Parser;
 use crossbeam_channel::select;
 use portainer::{Client, Listener, ListenerResult, StreamState, Timestamp};
 
-/// Follow Docker events through Portainer's API.
+/// Follow Docker events through Portainer's API, or of the local Docker Engine.
 #[derive(Debug, Parser)]
 #[command(name = "listen")]
 struct Args {
-    /// Portainer's URL, such as https://portainer.example.com:9443
+    /// Portainer's URL, such as https://portainer.example.com:9443; without
+    /// it, the Docker Engine of DOCKER_HOST (default unix:///var/run/docker.sock)
     #[arg(long, env = "PORTAINER_URL")]
-    url: String,
+    url: Option<String>,
 
     /// An API key made in Portainer (My account > Access tokens)
     #[arg(long, env = "PORTAINER_API_KEY", hide_env_values = true)]
-    api_key: String,
+    api_key: Option<String>,
+
+    /// Log in to Portainer as this user instead of using an API key
+    #[arg(long, env = "PORTAINER_USERNAME")]
+    username: Option<String>,
+
+    /// The password for --username (prefer the variable: a flag shows in `ps`)
+    #[arg(long, env = "PORTAINER_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+
+    /// Trust the certificates of this PEM file instead of the built-in roots
+    #[arg(long, value_name = "PEM_FILE")]
+    ca_file: Option<PathBuf>,
+
+    /// DANGEROUS: accept any server certificate (Portainer's self-signed one on
+    /// 9443, for example); anyone on the path can then read the key or password
+    #[arg(long)]
+    insecure: bool,
+
+    /// Send requests through this HTTP proxy (default: HTTPS_PROXY, HTTP_PROXY, NO_PROXY)
+    #[arg(long, value_name = "URL")]
+    proxy: Option<String>,
 
     /// Follow only this endpoint (default: every endpoint with a Docker API)
     #[arg(long)]
@@ -99,8 +126,13 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn Error>> {
     if !(args.reconnect_interval.is_finite() && args.reconnect_interval >= 0.0) {
         return Err("--reconnect-interval must be a number of seconds".into());
     }
-    let client = Client::new(&args.url, &args.api_key)?;
-    let mut builder = Listener::builder(client.clone())
+    let client = client(&args)?;
+    let source = match client.is_docker_engine() {
+        true => "the Docker Engine",
+        false => "Portainer",
+    };
+    eprintln!("listen: on {source} at {}", client.url());
+    let mut builder = Listener::builder(client)
         .endpoint(args.endpoint)
         .reconnect_interval(Duration::from_secs_f64(args.reconnect_interval))
         .debug(args.debug);
@@ -122,21 +154,12 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn Error>> {
     })?;
 
     listener.start()?;
-    let which = match args.endpoint {
-        Some(id) => format!("endpoint {id}"),
-        None => {
-            let ids: Vec<String> = listener
-                .status()
-                .iter()
-                .map(|s| s.endpoint_id.to_string())
-                .collect();
-            format!("endpoints {}", ids.join(", "))
-        }
-    };
-    eprintln!(
-        "listen: following {which} through Portainer at {}",
-        client.url()
-    );
+    let ids: Vec<String> = listener
+        .status()
+        .iter()
+        .map(|s| s.endpoint_id.to_string())
+        .collect();
+    eprintln!("listen: following endpoint(s) {}", ids.join(", "));
 
     let mut out = io::stdout().lock();
     loop {
@@ -184,6 +207,42 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn Error>> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The client for Portainer (with its key or login) or, without a URL, for
+/// the Docker Engine the environment names.
+fn client(args: &Args) -> Result<Client, Box<dyn Error>> {
+    let mut builder = match &args.url {
+        None => Client::docker_env_builder(),
+        Some(url) => {
+            let builder = Client::builder(url);
+            match (&args.api_key, &args.username, &args.password) {
+                (Some(_), Some(_), _) => {
+                    return Err("give --api-key or --username, not both".into());
+                }
+                (Some(key), None, _) => builder.api_key(key),
+                (None, Some(username), Some(password)) => builder.login(username, password),
+                (None, Some(_), None) => {
+                    return Err("--username needs --password (or PORTAINER_PASSWORD)".into());
+                }
+                (None, None, _) => {
+                    return Err("Portainer needs --api-key, or --username and --password \
+                                (or PORTAINER_API_KEY, PORTAINER_USERNAME, PORTAINER_PASSWORD)"
+                        .into());
+                }
+            }
+        }
+    };
+    if let Some(ca_file) = &args.ca_file {
+        builder = builder.ca_file(ca_file);
+    }
+    if args.insecure {
+        builder = builder.danger_accept_invalid_certs(true);
+    }
+    if let Some(proxy) = &args.proxy {
+        builder = builder.proxy(proxy);
+    }
+    Ok(builder.build()?)
 }
 
 /// One line per event: JSON, or the layout of `docker events`.

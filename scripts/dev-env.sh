@@ -5,9 +5,12 @@
 #
 # Starts a private Docker daemon (its own data, sockets and containerd, all in
 # one temporary folder), imports a tiny busybox image into it, and puts nginx
-# in front of it answering Portainer's API paths with an API key. Then it runs
-# COMMAND with PORTAINER_* variables describing all that, tears everything
-# down and exits with COMMAND's exit status.
+# in front of it answering Portainer's API paths with an API key, over plain
+# HTTP and over TLS with a certificate from a CA made for this run. nginx also
+# serves the daemon itself over TLS with client certificates, the way
+# DOCKER_TLS_VERIFY expects. Then it runs COMMAND with PORTAINER_* variables
+# describing all that, tears everything down and exits with COMMAND's exit
+# status.
 #
 # With --demo a background loop also runs a short container every 5 seconds,
 # so `scripts/dev-env.sh --demo cargo run --example listen` shows events.
@@ -15,15 +18,22 @@
 # Variables exported to COMMAND:
 #   PORTAINER_URL, PORTAINER_API_KEY            what the examples read
 #   PORTAINER_TEST_URL, PORTAINER_TEST_API_KEY  the same values, for the tests
+#   PORTAINER_TEST_TLS_URL         https://127.0.0.1:PORT, the same stand-in over TLS
+#   PORTAINER_TEST_CA_FILE         the CA (PEM) that signed its certificate
 #   PORTAINER_TEST_DOCKER_HOST     unix:// socket of the private daemon
 #   PORTAINER_TEST_DOCKER_TCP      tcp://127.0.0.1:PORT, the same daemon
+#   PORTAINER_TEST_DOCKER_TLS_HOST tcp://127.0.0.1:PORT, the same daemon over
+#                                  TLS, refusing clients without a certificate
+#   PORTAINER_TEST_DOCKER_CERT_PATH  ca.pem, cert.pem, key.pem for it, laid
+#                                  out as DOCKER_CERT_PATH expects
 #   PORTAINER_TEST_IMAGE           busybox image with sh, true, sleep, echo...
 #   PORTAINER_TEST_NGINX_PID_FILE  nginx master pid (to stop nginx in a test)
 #   PORTAINER_TEST_NGINX_CONF      its config (restart: nginx -c "$THAT")
 #   PORTAINER_TEST_DOCKERD_PID_FILE
 #   PORTAINER_TEST_DOCKERD_ARGS_FILE  dockerd's arguments, one per line (to restart it)
 #
-# Fake environments served by nginx (GET /api/endpoints lists them):
+# Fake environments served by nginx, over HTTP and HTTPS alike
+# (GET /api/endpoints lists them):
 #   1, 2  "primary", "secondary": both proxy to the private daemon
 #   3     "gone": its Docker socket does not exist, so nginx answers 502
 #   5     "k8s": a Kubernetes environment, no Docker API (404 like any other id)
@@ -50,21 +60,23 @@ fi
 # --- 1. packages ------------------------------------------------------------
 # /bin/busybox must be the static build: it runs alone inside the image.
 if ! command -v dockerd >/dev/null || ! command -v docker >/dev/null \
-  || ! command -v nginx >/dev/null \
+  || ! command -v nginx >/dev/null || ! command -v openssl >/dev/null \
   || ! dpkg-query -W -f '${Status}' busybox-static 2>/dev/null | grep -q 'ok installed'; then
-  log "installing docker.io nginx-light busybox-static"
+  log "installing docker.io nginx-light busybox-static openssl"
   export DEBIAN_FRONTEND=noninteractive
   apt-get -q -o DPkg::Lock::Timeout=600 update
-  apt-get -q -y -o DPkg::Lock::Timeout=600 install docker.io nginx-light busybox-static
+  apt-get -q -y -o DPkg::Lock::Timeout=600 install docker.io nginx-light busybox-static openssl
 fi
 
 # --- helpers ----------------------------------------------------------------
 
-# Print a random TCP port on 127.0.0.1 that nothing is listening on.
+# free_port [TAKEN...]: print a random TCP port on 127.0.0.1 that nothing is
+# listening on and that is not one of TAKEN (picked earlier, not yet bound).
 free_port() {
   local port tries
   for tries in {1..100}; do
     port=$((20000 + RANDOM % 12000)) # below Linux's ephemeral port range
+    [[ " $* " == *" $port "* ]] && continue
     # A refused connection means the port is free.
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       echo "$port"
@@ -251,8 +263,56 @@ rm -rf "$T/rootfs" "$T/busybox.tar"
 "${dk[@]}" run --rm --network none "$image" /bin/true \
   || die "cannot run a container from $image (see $T/dockerd.log)"
 
-# --- 4. nginx as Portainer's front ----------------------------------------------
-nginx_port=$(free_port)
+# --- 4. certificates ------------------------------------------------------------
+# A CA made for this run, a server certificate for 127.0.0.1 and localhost,
+# and a client certificate; the client's folder is a DOCKER_CERT_PATH.
+tls=$T/tls
+mkdir -p "$tls/client"
+cat >"$tls/openssl.cnf" <<'EOF'
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = portainer-rs test
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost
+[client]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+EOF
+# new_key_and_request NAME CN: NAME.key and NAME.csr in $tls.
+new_key_and_request() {
+  openssl req -new -config "$tls/openssl.cnf" -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+    -nodes -subj "/CN=$2" -keyout "$tls/$1.key" -out "$tls/$1.csr" 2>/dev/null
+}
+# sign NAME SECTION: NAME.pem, signed by the CA with the extensions of SECTION.
+sign() {
+  openssl x509 -req -in "$tls/$1.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial \
+    -days 7 -extfile "$tls/openssl.cnf" -extensions "$2" -out "$tls/$1.pem" 2>/dev/null
+}
+openssl req -x509 -config "$tls/openssl.cnf" -extensions ca -newkey ec \
+  -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 -subj "/CN=portainer-rs test CA" \
+  -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>/dev/null || die "openssl could not make a CA"
+{ new_key_and_request server 127.0.0.1 && sign server server; } \
+  || die "openssl could not make the server certificate"
+{ new_key_and_request client "portainer-rs test client" && sign client client; } \
+  || die "openssl could not make the client certificate"
+cp "$tls/ca.pem" "$tls/client/ca.pem"
+cp "$tls/client.pem" "$tls/client/cert.pem"
+cp "$tls/client.key" "$tls/client/key.pem"
+
+# --- 5. nginx as Portainer's front ----------------------------------------------
+nginx_port=$(free_port "$docker_tcp_port")
+nginx_tls_port=$(free_port "$docker_tcp_port" "$nginx_port")
+docker_tls_port=$(free_port "$docker_tcp_port" "$nginx_port" "$nginx_tls_port")
 api_key=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 mkdir -p "$T/nginx-tmp"
 
@@ -281,7 +341,38 @@ http {
 
   server {
     listen 127.0.0.1:$nginx_port;
+    include $T/portainer-api.conf;
+  }
 
+  server {
+    listen 127.0.0.1:$nginx_tls_port ssl;
+    ssl_certificate $tls/server.pem;
+    ssl_certificate_key $tls/server.key;
+    include $T/portainer-api.conf;
+  }
+
+  # The daemon itself over TLS, for clients with a certificate from the CA.
+  server {
+    listen 127.0.0.1:$docker_tls_port ssl;
+    ssl_certificate $tls/server.pem;
+    ssl_certificate_key $tls/server.key;
+    ssl_client_certificate $tls/ca.pem;
+    ssl_verify_client on;
+
+    location ~ ^/(.*)\$ {
+      proxy_pass http://unix:$T/docker.sock:/\$1\$is_args\$args;
+      proxy_http_version 1.1;
+      proxy_buffering off;
+      proxy_request_buffering off;
+      proxy_read_timeout 24h;
+      proxy_send_timeout 24h;
+    }
+  }
+}
+EOF
+
+# Portainer's API paths, served by both the HTTP and the HTTPS server.
+cat >"$T/portainer-api.conf" <<EOF
     # Every path needs the API key, as in Portainer.
     if (\$http_x_api_key != "$api_key") {
       return 401 '{"message":"Invalid JWT token","details":"Unauthorized"}';
@@ -315,8 +406,6 @@ http {
     location / {
       return 404 '{"message":"Not found","details":"no such route in this stand-in"}';
     }
-  }
-}
 EOF
 
 nginx -t -q -c "$T/nginx.conf" -e "$T/nginx-error.log" || die "bad nginx config $T/nginx.conf"
@@ -333,13 +422,17 @@ until http_get "$nginx_port" /api/endpoints/1/docker/_ping "$api_key" 2>/dev/nul
   sleep 0.2
 done
 
-# --- 5. environment for COMMAND ----------------------------------------------------
+# --- 6. environment for COMMAND ----------------------------------------------------
 export PORTAINER_URL=http://127.0.0.1:$nginx_port
 export PORTAINER_API_KEY=$api_key
 export PORTAINER_TEST_URL=$PORTAINER_URL
 export PORTAINER_TEST_API_KEY=$api_key
+export PORTAINER_TEST_TLS_URL=https://127.0.0.1:$nginx_tls_port
+export PORTAINER_TEST_CA_FILE=$tls/ca.pem
 export PORTAINER_TEST_DOCKER_HOST=$docker_host
 export PORTAINER_TEST_DOCKER_TCP=tcp://127.0.0.1:$docker_tcp_port
+export PORTAINER_TEST_DOCKER_TLS_HOST=tcp://127.0.0.1:$docker_tls_port
+export PORTAINER_TEST_DOCKER_CERT_PATH=$tls/client
 export PORTAINER_TEST_IMAGE=$image
 export PORTAINER_TEST_NGINX_PID_FILE=$T/nginx.pid
 export PORTAINER_TEST_NGINX_CONF=$T/nginx.conf
@@ -348,13 +441,16 @@ export PORTAINER_TEST_DOCKERD_ARGS_FILE=$T/dockerd.args
 
 cat >&2 <<EOF
 dev-env: ready in $((SECONDS - started)) s
-  Portainer stand-in  $PORTAINER_URL  (API key in \$PORTAINER_API_KEY)
+  Portainer stand-in  $PORTAINER_URL  and  $PORTAINER_TEST_TLS_URL
+                      (API key in \$PORTAINER_API_KEY, CA in $PORTAINER_TEST_CA_FILE)
   Docker daemon       $PORTAINER_TEST_DOCKER_HOST  and  $PORTAINER_TEST_DOCKER_TCP
+  daemon over TLS     $PORTAINER_TEST_DOCKER_TLS_HOST
+                      (DOCKER_CERT_PATH=$PORTAINER_TEST_DOCKER_CERT_PATH)
   logs                $T/{dockerd,nginx-error,nginx-access}.log
   make some events:   docker -H $docker_host run --rm --network none $image sh -c 'echo hi'
 EOF
 
-# --- 6. demo loop ----------------------------------------------------------------------
+# --- 7. demo loop ----------------------------------------------------------------------
 if ((demo)); then
   # Own process group (setsid) so teardown can stop it and its docker CLI.
   setsid bash -c '
@@ -368,7 +464,7 @@ if ((demo)); then
   log "demo: a container named demo-N runs every 5 s"
 fi
 
-# --- 7. run COMMAND -------------------------------------------------------------------
+# --- 8. run COMMAND -------------------------------------------------------------------
 # In the background, so that `wait` can be interrupted by SIGTERM and we can
 # pass it on; with its SIGINT/SIGQUIT back to default (bash ignores them in
 # background jobs) and with our stdin (bash would give it /dev/null).
@@ -391,5 +487,5 @@ while :; do
 done
 cmd_pid=
 
-# --- 8. teardown: the EXIT trap ---------------------------------------------------------
+# --- 9. teardown: the EXIT trap ---------------------------------------------------------
 exit "$status"

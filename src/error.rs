@@ -61,6 +61,17 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    /// TLS failed: most often the server's certificate is not trusted (see
+    /// [`ClientBuilder::ca_file`](crate::ClientBuilder::ca_file)), or the
+    /// server refused the client certificate. Retried like a connection
+    /// error, since a certificate can be renewed.
+    #[error("TLS failed: {source}")]
+    Tls {
+        /// What the TLS layer reported.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// A phase of a request took longer than its timeout.
     #[error("timed out: {phase}")]
     Timeout {
@@ -148,6 +159,7 @@ impl Error {
             None => match self {
                 Error::UnexpectedResponse { .. } => "unexpected response".into(),
                 Error::Connection { .. } => "connection".into(),
+                Error::Tls { .. } => "TLS".into(),
                 Error::Timeout { .. } => "timeout".into(),
                 Error::Truncated { .. } => "truncated".into(),
                 _ => "other".into(),
@@ -180,6 +192,9 @@ impl From<ureq::Error> for Error {
                 url: String::new(),
                 reason,
             },
+            ureq::Error::Rustls(_) | ureq::Error::Tls(_) | ureq::Error::Pem(_) => Error::Tls {
+                source: Box::new(err),
+            },
             other => Error::connection(other),
         }
     }
@@ -187,6 +202,15 @@ impl From<ureq::Error> for Error {
 
 impl From<io::Error> for Error {
     fn from(err: io::Error) -> Self {
+        // A TLS handshake runs inside the first read or write, so its
+        // failure arrives wrapped in an io::Error.
+        if err
+            .get_ref()
+            .is_some_and(|inner| inner.is::<rustls::Error>())
+        {
+            let inner = err.into_inner().expect("checked above");
+            return Error::Tls { source: inner };
+        }
         // ureq wraps its own errors in io::Error when they surface through a
         // body reader; unwrap them so a timeout stays a timeout.
         if err.get_ref().is_some_and(|inner| inner.is::<ureq::Error>()) {
@@ -209,6 +233,16 @@ pub(crate) fn excerpt(bytes: &[u8]) -> String {
     match trimmed.char_indices().nth(EXCERPT_LEN) {
         Some((cut, _)) => format!("{}...", &trimmed[..cut]),
         None => trimmed.to_string(),
+    }
+}
+
+/// The URL with anything before an `@` in its authority hidden.
+pub(crate) fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://<redacted>@{host}{path}"),
+        None => url.to_string(),
     }
 }
 

@@ -5,7 +5,8 @@
 //! `PortainerEventListener`, `get_events` and `get_recent_events` do: a
 //! blocking [`Client`] for one-off calls and streams, and a [`Listener`] that
 //! follows one or every endpoint on background threads and hands each event to
-//! callbacks and channel subscribers.
+//! callbacks and channel subscribers. A Docker Engine reached directly, with
+//! no Portainer, works as a source too.
 //!
 //! [Portainer]: https://www.portainer.io
 //!
@@ -48,12 +49,44 @@
 //!   events while the daemon still holds them. [`Listener::status`] tells where
 //!   each endpoint stands.
 //!
+//! # Sources, TLS, login and proxies
+//!
+//! - Portainer: [`Client::new`] with an API key, or [`Client::builder`] with
+//!   [`login`](ClientBuilder::login) (username and password; an expired token
+//!   is renewed once, inside the client, and the request repeated).
+//! - A Docker Engine: [`Client::docker_socket`], [`Client::from_docker_env`]
+//!   (`DOCKER_HOST`, `DOCKER_TLS_VERIFY`, `DOCKER_CERT_PATH`, as the docker
+//!   CLI reads them; default [`DEFAULT_DOCKER_HOST`]) or
+//!   [`Client::docker_builder`]. It appears as one endpoint,
+//!   [`ENGINE_ENDPOINT_ID`] (0), of type [`EndpointType::Docker`]; events,
+//!   windows and the listener work on it unchanged.
+//! - TLS: Mozilla's roots by default; [`ClientBuilder::ca_file`] for a
+//!   private CA or a self-signed certificate; [`ClientBuilder::client_certificate`];
+//!   and the explicit, dangerous [`ClientBuilder::danger_accept_invalid_certs`],
+//!   never on by default.
+//! - Proxies: from `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` and `NO_PROXY`
+//!   by default, or [`ClientBuilder::proxy`], [`ClientBuilder::proxy_bypass`]
+//!   and [`ClientBuilder::without_proxy`]. Never for a unix socket, nor (from
+//!   the environment) for loopback addresses.
+//!
+//! ```no_run
+//! use portainer::{Client, Listener};
+//!
+//! # fn main() -> Result<(), portainer::Error> {
+//! let client = Client::from_docker_env()?;
+//! let listener = Listener::builder(client).build(); // endpoint 0: the engine
+//! listener.start()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Errors
 //!
 //! Every fallible call returns [`Error`]. Server replies keep their HTTP
 //! status and Portainer's message; [`Error::is_final`] tells a refusal that
-//! retrying cannot fix (401, 403, 404) from a passing failure. The API key is
-//! never part of an error, a `Debug` output or a log line.
+//! retrying cannot fix (401, 403, 404) from a passing failure. The API key,
+//! the password and the login token are never part of an error, a `Debug`
+//! output or a log line.
 //!
 //! # Logging
 //!
@@ -66,8 +99,11 @@
 //!   queue was full;
 //! - `info`: a stream open again after failures, an endpoint skipped because
 //!   it has no Docker API;
-//! - `debug`: connections opened and closed, and with
+//! - `debug`: connections opened and closed, logins, and with
 //!   [`ListenerBuilder::debug`] every event delivered.
+//!
+//! Building a client that accepts invalid certificates logs a `warn`, as does
+//! a SOCKS proxy from the environment, which is ignored.
 //!
 //! # Under faults
 //!
@@ -106,10 +142,17 @@
 //!   containers again.
 //! - [`Listener::stop`] does not interrupt a connection attempt in progress;
 //!   it waits for it to finish, at most the client's timeout. On loopback
-//!   and healthy networks that is immediate.
+//!   and healthy networks that is immediate. A login made while it runs is
+//!   not interrupted either.
 //! - Two events the daemon publishes out of timestamp order around a
 //!   disconnect can lose the older one: the resume point is the newest.
-//! - Only an API key authenticates; proxies from the environment are not used.
+//! - Proxies are HTTP(S) only, not SOCKS, and every request is tunnelled with
+//!   `CONNECT`, also for `http://` URLs: a proxy that allows `CONNECT` only to
+//!   port 443 refuses a Portainer on `http://host:9000`.
+//! - A Docker Engine is reached by `unix://` or `tcp://` only (no `ssh://`,
+//!   no Windows named pipes, no docker contexts). `DOCKER_TLS` without
+//!   `DOCKER_TLS_VERIFY` turns TLS on but, unlike the docker CLI, still
+//!   verifies the daemon's certificate.
 //!
 //! # Minimum Rust version
 //!
@@ -118,18 +161,23 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations)]
 
+mod auth;
 mod client;
 mod endpoint;
+mod engine;
 mod error;
 mod event;
 mod lines;
 mod listener;
+mod proxy;
 mod query;
 mod stream;
+mod tls;
 mod transport;
 
 pub use client::{Client, ClientBuilder, DEFAULT_MAX_LINE_LENGTH, DEFAULT_TIMEOUT};
 pub use endpoint::{Endpoint, EndpointStatus, EndpointType};
+pub use engine::{DEFAULT_DOCKER_HOST, ENGINE_ENDPOINT_ID};
 pub use error::Error;
 pub use event::{DockerEvent, DockerEventActor};
 pub use listener::{

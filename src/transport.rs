@@ -1,20 +1,31 @@
 //! The sockets under ureq: this crate opens them itself so it can set TCP
-//! keepalive on them and shut them down from another thread.
+//! keepalive on them, reach a Docker Engine's unix socket, and shut any of
+//! them down from another thread.
 //!
 //! ureq's `unversioned::transport` API is how a connector plugs in; the crate
 //! pins ureq's minor version because that API may change between minors.
+//!
+//! The chain mirrors the part of ureq's default one this crate needs: a
+//! CONNECT proxy first (it opens its own socket to the proxy through the
+//! whole chain again), then our socket, then TLS when the URL is `https`.
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::mem::MaybeUninit;
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use socket2::{SockRef, TcpKeepalive};
+use socket2::{SockRef, Socket, TcpKeepalive};
+use ureq::config::Config;
+use ureq::http::Uri;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{
-    Buffers, ConnectionDetails, Connector, LazyBuffers, NextTimeout, Transport,
+    Buffers, ConnectProxyConnector, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout,
+    RustlsConnector, Transport,
 };
 
 /// TCP keepalive settings for event-stream sockets.
@@ -43,13 +54,22 @@ impl Default for Keepalive {
     }
 }
 
+/// Where the connector opens its sockets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Dial {
+    /// TCP to the addresses ureq resolved from the URL (or from the proxy's).
+    Tcp,
+    /// The unix socket at this path, whatever host the URL names.
+    Unix(PathBuf),
+}
+
 /// Lets another thread shut down the socket of a stream that is blocked in a
 /// read. Cancelling is permanent: a connection made after it fails at once.
 #[derive(Debug, Default)]
 pub(crate) struct Cancel {
     /// Set under the lock, read without it on every event.
     cancelled: AtomicBool,
-    socket: Mutex<Option<TcpStream>>,
+    socket: Mutex<Option<Socket>>,
 }
 
 impl Cancel {
@@ -68,7 +88,7 @@ impl Cancel {
     }
 
     /// Keeps a second handle on `socket` so that `cancel` can shut it down.
-    fn register(&self, socket: &TcpStream) -> io::Result<()> {
+    fn register(&self, socket: &Socket) -> io::Result<()> {
         let mut slot = self.socket.lock();
         if self.is_cancelled() {
             let _ = socket.shutdown(Shutdown::Both);
@@ -88,9 +108,11 @@ impl Cancel {
     }
 }
 
-/// Opens TCP connections for ureq: applies keepalive and hands each socket to
-/// a [`Cancel`] when one is given.
+/// Opens sockets for ureq, TCP or unix: applies keepalive to TCP and hands
+/// each socket to a [`Cancel`] when one is given. A connection an earlier
+/// connector already made (a proxy tunnel) is passed on untouched.
 pub(crate) struct SocketConnector {
+    pub(crate) dial: Dial,
     pub(crate) keepalive: Option<Keepalive>,
     pub(crate) cancel: Option<Arc<Cancel>>,
 }
@@ -98,30 +120,39 @@ pub(crate) struct SocketConnector {
 impl fmt::Debug for SocketConnector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SocketConnector")
+            .field("dial", &self.dial)
             .field("keepalive", &self.keepalive)
             .field("cancellable", &self.cancel.is_some())
             .finish()
     }
 }
 
-impl Connector<()> for SocketConnector {
-    type Out = Box<dyn Transport>;
+impl<In: Transport> Connector<In> for SocketConnector {
+    type Out = Either<In, SocketTransport>;
 
     fn connect(
         &self,
         details: &ConnectionDetails,
-        chained: Option<()>,
+        chained: Option<In>,
     ) -> Result<Option<Self::Out>, ureq::Error> {
-        debug_assert!(chained.is_none(), "the socket connector comes first");
-        let socket = connect_tcp(details)?;
-        socket.set_nodelay(details.config.no_delay())?;
-        if let Some(keepalive) = self.keepalive {
-            let params = TcpKeepalive::new()
-                .with_time(keepalive.idle)
-                .with_interval(keepalive.interval)
-                .with_retries(keepalive.retries);
-            SockRef::from(&socket).set_tcp_keepalive(&params)?;
+        if let Some(tunnel) = chained {
+            return Ok(Some(Either::A(tunnel)));
         }
+        let socket = match &self.dial {
+            Dial::Tcp => {
+                let socket = connect_tcp(details)?;
+                socket.set_nodelay(details.config.no_delay())?;
+                if let Some(keepalive) = self.keepalive {
+                    let params = TcpKeepalive::new()
+                        .with_time(keepalive.idle)
+                        .with_interval(keepalive.interval)
+                        .with_retries(keepalive.retries);
+                    SockRef::from(&socket).set_tcp_keepalive(&params)?;
+                }
+                Socket::from(socket)
+            }
+            Dial::Unix(path) => connect_unix(path)?,
+        };
         if let Some(cancel) = &self.cancel {
             cancel.register(&socket)?;
         }
@@ -129,7 +160,7 @@ impl Connector<()> for SocketConnector {
             details.config.input_buffer_size(),
             details.config.output_buffer_size(),
         );
-        Ok(Some(Box::new(SocketTransport {
+        Ok(Some(Either::B(SocketTransport {
             socket,
             buffers,
             read_timeout: None,
@@ -158,19 +189,82 @@ fn connect_tcp(details: &ConnectionDetails) -> Result<TcpStream, ureq::Error> {
     Err(last_err.unwrap_or(ureq::Error::HostNotFound))
 }
 
-/// Wraps ureq's TLS connector after ours, so `https://` URLs work.
+/// Connects to a unix socket. A local connect either succeeds or fails at
+/// once, so it needs no timeout.
+#[cfg(unix)]
+fn connect_unix(path: &std::path::Path) -> Result<Socket, ureq::Error> {
+    let socket = std::os::unix::net::UnixStream::connect(path).map_err(|err| {
+        io::Error::new(
+            err.kind(),
+            format!("cannot connect to {}: {err}", path.display()),
+        )
+    })?;
+    Ok(Socket::from(socket))
+}
+
+#[cfg(not(unix))]
+fn connect_unix(path: &std::path::Path) -> Result<Socket, ureq::Error> {
+    Err(ureq::Error::Io(io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!("unix sockets such as {} need a unix system", path.display()),
+    )))
+}
+
+/// The connector chain: a CONNECT proxy when the agent's config names one,
+/// our socket, then TLS for `https://` URLs (to the target, and to an
+/// `https://` proxy when ureq connects to it through this same chain).
 pub(crate) fn connector(
+    dial: Dial,
     keepalive: Option<Keepalive>,
     cancel: Option<Arc<Cancel>>,
 ) -> impl Connector<()> {
-    SocketConnector { keepalive, cancel }
-        .chain(ureq::unversioned::transport::RustlsConnector::default())
+    ConnectProxyConnector::default()
+        .chain(SocketConnector {
+            dial,
+            keepalive,
+            cancel,
+        })
+        .chain(RustlsConnector::default())
 }
 
-/// A connected socket as ureq's transport: blocking reads and writes with the
-/// per-phase timeouts ureq asks for.
-struct SocketTransport {
-    socket: TcpStream,
+/// Name resolution to go with [`Dial`]: DNS for TCP; nothing for a unix
+/// socket, whose URL host only fills the `Host` header.
+#[derive(Debug)]
+pub(crate) struct SocketResolver {
+    unix: bool,
+    dns: DefaultResolver,
+}
+
+impl SocketResolver {
+    pub(crate) fn new(dial: &Dial) -> Self {
+        SocketResolver {
+            unix: matches!(dial, Dial::Unix(_)),
+            dns: DefaultResolver::default(),
+        }
+    }
+}
+
+impl Resolver for SocketResolver {
+    fn resolve(
+        &self,
+        uri: &Uri,
+        config: &Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        if !self.unix {
+            return self.dns.resolve(uri, config, timeout);
+        }
+        // ureq wants at least one address; the unix connector ignores it.
+        let mut addrs = self.empty();
+        addrs.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0));
+        Ok(addrs)
+    }
+}
+
+/// A connected socket, TCP or unix, as ureq's transport: blocking reads and
+/// writes with the per-phase timeouts ureq asks for.
+pub(crate) struct SocketTransport {
+    socket: Socket,
     buffers: LazyBuffers,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
@@ -178,8 +272,16 @@ struct SocketTransport {
 
 impl fmt::Debug for SocketTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let peer = self
+            .socket
+            .peer_addr()
+            .ok()
+            .map(|addr| match addr.as_socket() {
+                Some(ip) => ip.to_string(),
+                None => format!("{:?}", addr.as_pathname()),
+            });
         f.debug_struct("SocketTransport")
-            .field("peer", &self.socket.peer_addr().ok())
+            .field("peer", &peer)
             .finish()
     }
 }
@@ -253,7 +355,7 @@ impl Transport for SocketTransport {
         if self.socket.set_nonblocking(true).is_err() {
             return false;
         }
-        let mut probe = [0u8; 1];
+        let mut probe = [MaybeUninit::<u8>::uninit()];
         let open = matches!(
             self.socket.peek(&mut probe),
             Err(ref err) if err.kind() == io::ErrorKind::WouldBlock

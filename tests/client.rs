@@ -312,3 +312,127 @@ fn connection_refused_is_a_connection_error() {
     assert!(matches!(err, Error::Connection { .. }), "{err:?}");
     assert!(!err.is_final());
 }
+
+/// A Portainer whose endpoint list is empty, and a forward proxy.
+fn portainer_and_proxy() -> (TestServer, TestServer) {
+    let portainer = TestServer::start(|conn| conn.respond(200, "application/json", "[]"));
+    let proxy = TestServer::start(|conn| conn.tunnel());
+    (portainer, proxy)
+}
+
+#[test]
+fn a_builder_proxy_is_used_through_connect() {
+    let (portainer, proxy) = portainer_and_proxy();
+    let client = Client::builder(&portainer.url())
+        .api_key(KEY)
+        .proxy(proxy.url())
+        .build()
+        .unwrap();
+    assert!(client.endpoints().unwrap().is_empty());
+    let tunnels = proxy.requests();
+    assert_eq!(tunnels.len(), 1, "{tunnels:?}");
+    assert_eq!(tunnels[0].method, "CONNECT");
+    assert_eq!(
+        tunnels[0].target,
+        portainer.url().trim_start_matches("http://")
+    );
+    let requests = portainer.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].path(), "/api/endpoints");
+    assert_eq!(requests[0].header("X-API-Key"), Some(KEY));
+}
+
+#[test]
+fn a_bypassed_host_and_without_proxy_go_direct() {
+    let (portainer, proxy) = portainer_and_proxy();
+    let bypassed = Client::builder(&portainer.url())
+        .api_key(KEY)
+        .proxy(proxy.url())
+        .proxy_bypass("example.com, 127.0.0.1")
+        .build()
+        .unwrap();
+    bypassed.endpoints().unwrap();
+    let direct = Client::builder(&portainer.url())
+        .api_key(KEY)
+        .proxy(proxy.url())
+        .without_proxy()
+        .build()
+        .unwrap();
+    direct.endpoints().unwrap();
+    assert_eq!(portainer.requests().len(), 2);
+    assert!(proxy.requests().is_empty(), "{:?}", proxy.requests());
+}
+
+#[test]
+fn a_proxy_that_refuses_the_tunnel_is_a_connection_error() {
+    let portainer = TestServer::start(|conn| conn.respond(200, "application/json", "[]"));
+    let proxy = TestServer::start(|conn| {
+        conn.respond(403, "text/plain", "tunnels to this port are not allowed")
+    });
+    let client = Client::builder(&portainer.url())
+        .api_key(KEY)
+        .proxy(format!(
+            "http://user:proxy-secret@{}",
+            proxy.url().trim_start_matches("http://")
+        ))
+        .build()
+        .unwrap();
+    assert!(!format!("{client:?}").contains("proxy-secret"));
+    let err = client.endpoints().unwrap_err();
+    assert!(matches!(err, Error::Connection { .. }), "{err:?}");
+    assert!(err.to_string().contains("403"), "{err}");
+    assert!(!err.to_string().contains("proxy-secret"), "{err}");
+    assert!(portainer.requests().is_empty());
+}
+
+#[test]
+fn login_sends_json_then_only_the_bearer_token() {
+    let server = TestServer::start(|conn| match conn.request.path() {
+        "/api/auth" => conn.respond(200, "application/json", r#"{"jwt":"tok-123"}"#),
+        _ => conn.respond(200, "application/json", "[]"),
+    });
+    let client = Client::builder(&server.url())
+        .login("admin", "pw")
+        .build()
+        .unwrap();
+    client.endpoints().unwrap();
+    client.endpoints().unwrap();
+    let requests = server.requests();
+    let paths: Vec<&str> = requests.iter().map(|r| r.path()).collect();
+    assert_eq!(paths, ["/api/auth", "/api/endpoints", "/api/endpoints"]);
+    assert_eq!(requests[0].method, "POST");
+    let body: serde_json::Value = serde_json::from_slice(&requests[0].body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"username": "admin", "password": "pw"})
+    );
+    for request in &requests[1..] {
+        assert_eq!(request.header("Authorization"), Some("Bearer tok-123"));
+        assert_eq!(request.header("X-API-Key"), None);
+    }
+}
+
+#[test]
+fn refused_credentials_are_unauthorized_and_a_key_with_a_login_is_refused() {
+    let server = TestServer::start(|conn| {
+        conn.respond(
+            422,
+            "application/json",
+            r#"{"message":"Invalid credentials"}"#,
+        )
+    });
+    let client = Client::builder(&server.url())
+        .login("admin", "not-the-password")
+        .build()
+        .unwrap();
+    let err = client.endpoints().unwrap_err();
+    assert!(matches!(err, Error::Unauthorized { .. }), "{err:?}");
+    assert!(!format!("{err} {err:?}").contains("not-the-password"));
+    assert_eq!(server.requests().len(), 1, "no request without a token");
+
+    let both = Client::builder(&server.url())
+        .api_key(KEY)
+        .login("admin", "pw")
+        .build();
+    assert!(matches!(both, Err(Error::Config(_))), "{both:?}");
+}

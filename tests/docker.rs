@@ -4,47 +4,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::thread;
 use std::time::{Duration, Instant};
 
-use portainer::{
-    Client, DockerEvent, Error, EventFilters, EventQuery, Listener, ListenerResult, StreamState,
-    Timestamp,
-};
+use portainer::{Client, DockerEvent, Error, EventFilters, EventQuery, Listener, StreamState};
 
-use common::docker::{docker_env, unique_name};
-use common::{PATIENCE, wait_for};
-
-/// The actions of container `name` per endpoint, in arrival order.
-fn lifecycle_by_endpoint(events: &[ListenerResult], name: &str) -> BTreeMap<u64, Vec<DockerEvent>> {
-    let mut by_endpoint: BTreeMap<u64, Vec<DockerEvent>> = BTreeMap::new();
-    for result in events {
-        if result.event.kind.as_deref() == Some("container")
-            && result.event.attribute("name") == Some(name)
-        {
-            by_endpoint
-                .entry(result.endpoint_id)
-                .or_default()
-                .push(result.event.clone());
-        }
-    }
-    by_endpoint
-}
-
-fn assert_lifecycle(events: &[DockerEvent], name: &str) {
-    let actions: Vec<&str> = events.iter().filter_map(|e| e.action.as_deref()).collect();
-    let position = |action: &str| {
-        actions
-            .iter()
-            .position(|a| *a == action)
-            .unwrap_or_else(|| panic!("no {action} for {name} in {actions:?}"))
-    };
-    let order = ["create", "start", "die", "destroy"].map(position);
-    assert!(order.is_sorted(), "out of order for {name}: {actions:?}");
-    let die = &events[order[2]];
-    assert_eq!(die.attribute("exitCode"), Some("3"));
-}
+use common::docker::{assert_lifecycle, await_lifecycle, docker_env, unique_name};
+use common::{PATIENCE, TestServer, wait_for};
 
 #[test]
 fn listener_on_every_endpoint_sees_a_container_lifecycle() {
@@ -67,29 +32,7 @@ fn listener_on_every_endpoint_sees_a_container_lifecycle() {
     let name = unique_name("lifecycle");
     env.run_container(&name);
 
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let by_endpoint = lifecycle_by_endpoint(&seen, &name);
-        let destroyed = |id| {
-            by_endpoint.get(&id).is_some_and(|events| {
-                events
-                    .iter()
-                    .any(|e| e.action.as_deref() == Some("destroy"))
-            })
-        };
-        if destroyed(1) && destroyed(2) {
-            break;
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(result) => seen.push(result),
-            Err(err) => panic!(
-                "waiting for {name}'s events from endpoints 1 and 2: {err}; got {by_endpoint:?}"
-            ),
-        }
-    }
-    let by_endpoint = lifecycle_by_endpoint(&seen, &name);
+    let by_endpoint = await_lifecycle(&rx, &name, &[1, 2]);
     assert_lifecycle(&by_endpoint[&1], &name);
     assert_lifecycle(&by_endpoint[&2], &name);
     assert!(!by_endpoint.contains_key(&3));
@@ -158,22 +101,11 @@ fn a_bad_key_yields_no_events_and_one_logged_error() {
     assert!(common::all_logs().iter().all(|l| !l.contains(wrong_key)));
 }
 
-/// Runs a container and returns a window around it that is already over.
-fn past_window(env: &common::docker::DockerEnv, test: &str) -> (Timestamp, Timestamp, String) {
-    let since = Timestamp::now();
-    let name = unique_name(test);
-    env.run_container(&name);
-    // The daemon stamps events with its own clock, the same as ours here.
-    thread::sleep(Duration::from_millis(20));
-    let until = Timestamp::now();
-    (since, until, name)
-}
-
 #[test]
 fn recent_events_match_the_docker_cli_for_the_same_window() {
     let Some(env) = docker_env() else { return };
     let client = Client::new(&env.url, &env.api_key).unwrap();
-    let (since, until, name) = past_window(&env, "window");
+    let (since, until, name) = env.past_window("window");
 
     let ours = client
         .recent_events(1, &EventQuery::new().since(since).until(until))
@@ -203,7 +135,7 @@ fn recent_events_match_the_docker_cli_for_the_same_window() {
 fn events_with_type_and_action_filters_yield_only_matches() {
     let Some(env) = docker_env() else { return };
     let client = Client::new(&env.url, &env.api_key).unwrap();
-    let (since, until, name) = past_window(&env, "filters");
+    let (since, until, name) = env.past_window("filters");
     let query = EventQuery::new().since(since).until(until).filters(
         EventFilters::new()
             .event_type("container")
@@ -229,4 +161,89 @@ fn events_with_type_and_action_filters_yield_only_matches() {
         .filter_map(|e| e.action.as_deref())
         .collect();
     assert_eq!(ours, ["start", "die"]);
+}
+
+/// A listener on endpoint 1 of `client`, streaming before it returns.
+fn streaming_listener(client: Client) -> Listener {
+    let listener = Listener::builder(client)
+        .endpoint(1)
+        .reconnect_interval(Duration::from_millis(200))
+        .build();
+    listener.start().unwrap();
+    wait_for("endpoint 1 to stream", PATIENCE, || {
+        listener.status()[0].state == StreamState::Streaming
+    });
+    listener
+}
+
+#[test]
+fn https_with_the_ca_file_follows_a_container_lifecycle() {
+    let Some(env) = docker_env() else { return };
+    let client = Client::builder(&env.tls_url)
+        .api_key(&env.api_key)
+        .ca_file(&env.ca_file)
+        .build()
+        .unwrap();
+    let listener = streaming_listener(client);
+    let rx = listener.subscribe();
+    let name = unique_name("https");
+    env.run_container(&name);
+    let by_endpoint = await_lifecycle(&rx, &name, &[1]);
+    assert_lifecycle(&by_endpoint[&1], &name);
+    listener.stop();
+}
+
+#[test]
+fn https_without_the_ca_is_refused_as_a_tls_error() {
+    let Some(env) = docker_env() else { return };
+    let client = Client::new(&env.tls_url, &env.api_key).unwrap();
+    let err = client.endpoints().unwrap_err();
+    assert!(matches!(err, Error::Tls { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("certificate"), "{message}");
+
+    let listener = Listener::builder(client).build();
+    let err = listener.start().unwrap_err();
+    assert!(matches!(err, Error::Tls { .. }), "{err:?}");
+}
+
+#[test]
+fn https_with_the_explicit_opt_in_accepts_the_untrusted_certificate() {
+    let Some(env) = docker_env() else { return };
+    let client = Client::builder(&env.tls_url)
+        .api_key(&env.api_key)
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    assert_eq!(client.endpoints().unwrap().len(), 4);
+    let listener = streaming_listener(client);
+    listener.stop();
+}
+
+#[test]
+fn https_goes_through_a_connect_proxy() {
+    let Some(env) = docker_env() else { return };
+    let proxy = TestServer::start(|conn| conn.tunnel());
+    let client = Client::builder(&env.tls_url)
+        .api_key(&env.api_key)
+        .ca_file(&env.ca_file)
+        .proxy(proxy.url())
+        .build()
+        .unwrap();
+    assert_eq!(client.endpoints().unwrap().len(), 4);
+    let (since, until, name) = env.past_window("proxied");
+    let events = client
+        .recent_events(1, &EventQuery::new().since(since).until(until))
+        .unwrap();
+    assert!(events.iter().any(|e| e.attribute("name") == Some(&name)));
+
+    let tunnels = proxy.requests();
+    let target = env.tls_url.trim_start_matches("https://");
+    assert_eq!(tunnels.len(), 2, "one for the list, one for the stream");
+    assert!(
+        tunnels
+            .iter()
+            .all(|t| t.method == "CONNECT" && t.target == target),
+        "{tunnels:?}"
+    );
 }

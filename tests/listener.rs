@@ -12,7 +12,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, unbounded};
 use parking_lot::Mutex;
 use portainer::{Client, Listener, ListenerResult, StreamState};
 
-use common::{Conn, PATIENCE, TestServer, event_line, wait_for};
+use common::{Conn, PATIENCE, TestServer, event_line, stop_promptly, wait_for};
 
 const KEY: &str = "ptr_listener_test_key";
 const T0: i64 = 1_700_000_000_000_000_000;
@@ -57,6 +57,21 @@ fn quick_listener(server: &TestServer, endpoint: Option<u64>) -> Listener {
 fn next(rx: &Receiver<ListenerResult>, what: &str) -> ListenerResult {
     rx.recv_timeout(PATIENCE)
         .unwrap_or_else(|err| panic!("expected {what}: {err}"))
+}
+
+/// Receives events with these actions, in order, and then no more for a
+/// while: nothing replayed after a reconnect is delivered twice.
+fn expect_each_once(rx: &Receiver<ListenerResult>, actions: &[&str]) {
+    let got: Vec<String> = actions
+        .iter()
+        .map(|_| next(rx, "an event").event.action.unwrap())
+        .collect();
+    assert_eq!(got, actions);
+    assert_eq!(
+        rx.recv_timeout(Duration::from_millis(300)),
+        Err(RecvTimeoutError::Timeout),
+        "an event was delivered twice"
+    );
 }
 
 fn actor(result: &ListenerResult) -> &str {
@@ -172,15 +187,7 @@ fn a_closed_stream_is_resumed_without_losing_or_repeating_events() {
     let rx = listener.subscribe();
     listener.start().unwrap();
 
-    let got: Vec<String> = (0..3)
-        .map(|_| next(&rx, "an event").event.action.unwrap())
-        .collect();
-    assert_eq!(got, ["create", "start", "die"]);
-    assert_eq!(
-        rx.recv_timeout(Duration::from_millis(300)),
-        Err(RecvTimeoutError::Timeout),
-        "a replayed event was delivered again"
-    );
+    expect_each_once(&rx, &["create", "start", "die"]);
     let requests = server.requests();
     assert_eq!(requests[0].query("since"), None);
     assert_eq!(
@@ -370,4 +377,158 @@ fn the_reconnect_interval_can_change_while_running() {
         )
     });
     listener.stop();
+}
+
+/// A fake Portainer behind a login: `/api/auth` hands out `token-1`,
+/// `token-2`, ... for the right password. `token-1` expires after one
+/// stream (later requests with it get 401); the others do not.
+struct LoginPortainer {
+    server: TestServer,
+    logins: Arc<AtomicUsize>,
+}
+
+const PASSWORD: &str = "s3cret-pw";
+
+impl LoginPortainer {
+    /// `stream` runs for each accepted stream request, with its token number.
+    fn start(stream: impl Fn(&mut Conn, usize) + Send + Sync + 'static) -> LoginPortainer {
+        let logins = Arc::new(AtomicUsize::new(0));
+        let first_token_uses = AtomicUsize::new(0);
+        let counted = logins.clone();
+        let server = TestServer::start(move |conn| {
+            if conn.request.path() == "/api/auth" {
+                let body: serde_json::Value = serde_json::from_slice(&conn.request.body).unwrap();
+                if body != serde_json::json!({"username": "admin", "password": PASSWORD}) {
+                    conn.respond(
+                        422,
+                        "application/json",
+                        r#"{"message":"Invalid credentials"}"#,
+                    );
+                    return;
+                }
+                let token = counted.fetch_add(1, Ordering::SeqCst) + 1;
+                let reply = format!(r#"{{"jwt":"token-{token}"}}"#);
+                conn.respond(200, "application/json", &reply);
+                return;
+            }
+            assert!(
+                conn.request.header("X-API-Key").is_none(),
+                "key and token sent together"
+            );
+            let token = conn
+                .request
+                .header("Authorization")
+                .and_then(|value| value.strip_prefix("Bearer token-"))
+                .and_then(|n| n.parse::<usize>().ok());
+            let expired = token == Some(1) && first_token_uses.fetch_add(1, Ordering::SeqCst) > 0;
+            match token {
+                Some(token) if !expired => stream(conn, token),
+                _ => conn.respond(
+                    401,
+                    "application/json",
+                    r#"{"message":"Invalid JWT token","details":"Unauthorized"}"#,
+                ),
+            }
+        });
+        LoginPortainer { server, logins }
+    }
+
+    fn client(&self, password: &str) -> Client {
+        Client::builder(&self.server.url())
+            .login("admin", password)
+            .build()
+            .unwrap()
+    }
+}
+
+#[test]
+fn an_expired_token_means_one_login_and_a_gap_free_resume() {
+    let a = event_line("create", "a", T0 + 123);
+    let b = event_line("start", "a", T0 + 456);
+    let c = event_line("die", "a", T0 + 789);
+    let portainer = LoginPortainer::start(move |conn, token| {
+        conn.start_chunked("application/json");
+        if token == 1 {
+            conn.chunk(format!("{a}\n{b}\n").as_bytes());
+            conn.end_chunked();
+        } else {
+            // Inclusive replay from `since`, then a new event.
+            assert_eq!(
+                conn.request.query("since").as_deref(),
+                Some("1700000000.000000456")
+            );
+            conn.chunk(format!("{b}\n{c}\n").as_bytes());
+            conn.hold();
+        }
+    });
+    let listener = Listener::builder(portainer.client(PASSWORD))
+        .endpoint(1)
+        .reconnect_interval(Duration::from_millis(50))
+        .build();
+    let rx = listener.subscribe();
+    listener.start().unwrap();
+
+    expect_each_once(&rx, &["create", "start", "die"]);
+    assert_eq!(portainer.logins.load(Ordering::SeqCst), 2);
+    let status = &listener.status()[0];
+    assert_eq!(status.state, StreamState::Streaming);
+    assert_eq!(
+        status.reconnects, 1,
+        "the 401 was retried inside one attempt"
+    );
+    listener.stop();
+}
+
+#[test]
+fn a_wrong_password_ends_the_endpoint_and_is_never_shown() {
+    common::capture_logs();
+    let portainer = LoginPortainer::start(|_, _| unreachable!("no stream without a login"));
+    let wrong = "wrong-pw-that-must-not-leak";
+    let client = portainer.client(wrong);
+    let shown = format!("{client:?}");
+    let listener = Listener::builder(client)
+        .endpoint(1)
+        .reconnect_interval(Duration::from_millis(50))
+        .build();
+    listener.start().unwrap();
+    wait_for("the reader to give up", PATIENCE, || {
+        listener.status()[0].state.is_ended()
+    });
+    let state = listener.status()[0].state.clone();
+    let StreamState::Failed { status, reason } = &state else {
+        panic!("{state:?}")
+    };
+    assert_eq!(*status, Some(401));
+    assert!(reason.contains("Invalid credentials"), "{reason}");
+    for text in [shown, reason.clone()]
+        .into_iter()
+        .chain(common::all_logs())
+    {
+        assert!(!text.contains(wrong), "{text}");
+    }
+    assert_eq!(portainer.logins.load(Ordering::SeqCst), 0);
+    listener.stop();
+}
+
+#[test]
+fn a_builder_proxy_carries_the_stream_and_stop_still_unblocks_it() {
+    let server = portainer("[]", stream_then_hold(vec![event_line("start", "a", T0)]));
+    let proxy = TestServer::start(|conn| conn.tunnel());
+    let client = Client::builder(&server.url())
+        .api_key(KEY)
+        .proxy(proxy.url())
+        .build()
+        .unwrap();
+    let listener = Listener::builder(client).endpoint(1).build();
+    let rx = listener.subscribe();
+    listener.start().unwrap();
+    assert_eq!(actor(&next(&rx, "the event through the proxy")), "a");
+    let tunnels = proxy.requests();
+    assert_eq!(tunnels.len(), 1);
+    assert_eq!(
+        tunnels[0].target,
+        server.url().trim_start_matches("http://")
+    );
+
+    stop_promptly(&listener);
 }

@@ -19,7 +19,10 @@ use serde::Deserialize;
 
 /// The real daemon output the generated events follow.
 pub fn fixture_lines() -> Vec<String> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/dockerd-20.10-events.jsonl");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/dockerd-20.10-events.jsonl"
+    );
     std::fs::read_to_string(path)
         .expect("fixture present")
         .lines()
@@ -47,7 +50,10 @@ pub fn generated_lines(count: usize) -> Vec<String> {
                 .and_then(|a| a.as_object_mut())
             {
                 attributes.insert("com.docker.compose.project".into(), "shop".into());
-                attributes.insert("com.docker.compose.service".into(), format!("web{}", i % 7).into());
+                attributes.insert(
+                    "com.docker.compose.service".into(),
+                    format!("web{}", i % 7).into(),
+                );
                 attributes.insert("seq".into(), i.to_string().into());
             }
             serde_json::to_string(&event).unwrap()
@@ -96,8 +102,10 @@ pub enum Framing {
 
 /// The whole HTTP response for `lines`, framed as asked, ending the body.
 pub fn response_bytes(lines: &[String], framing: Framing, end: bool) -> Vec<u8> {
-    let mut out = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
-    let mut chunk = |bytes: &[u8], out: &mut Vec<u8>| {
+    let mut out =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
+    let chunk = |bytes: &[u8], out: &mut Vec<u8>| {
         out.extend_from_slice(format!("{:x}\r\n", bytes.len()).as_bytes());
         out.extend_from_slice(bytes);
         out.extend_from_slice(b"\r\n");
@@ -109,7 +117,10 @@ pub fn response_bytes(lines: &[String], framing: Framing, end: bool) -> Vec<u8> 
             }
         }
         Framing::Proxy32K => {
-            let body: Vec<u8> = lines.iter().flat_map(|l| format!("{l}\n").into_bytes()).collect();
+            let body: Vec<u8> = lines
+                .iter()
+                .flat_map(|l| format!("{l}\n").into_bytes())
+                .collect();
             for piece in body.chunks(32 * 1024) {
                 chunk(piece, &mut out);
             }
@@ -252,8 +263,12 @@ pub fn raw_read_events(addr: SocketAddr) -> io::Result<usize> {
         loop {
             match chunk_left {
                 None => {
-                    let Some(pos) = memchr::memchr(b'\n', &input[start..end]) else { break };
-                    let line = std::str::from_utf8(&input[start..start + pos]).unwrap().trim();
+                    let Some(pos) = memchr::memchr(b'\n', &input[start..end]) else {
+                        break;
+                    };
+                    let line = std::str::from_utf8(&input[start..start + pos])
+                        .unwrap()
+                        .trim();
                     start += pos + 1;
                     if line.is_empty() {
                         continue;
@@ -271,7 +286,11 @@ pub fn raw_read_events(addr: SocketAddr) -> io::Result<usize> {
                     }
                     body.extend_from_slice(&input[start..start + take]);
                     start += take;
-                    chunk_left = if left == take { None } else { Some(left - take) };
+                    chunk_left = if left == take {
+                        None
+                    } else {
+                        Some(left - take)
+                    };
                     let mut from = 0;
                     while let Some(pos) = memchr::memchr(b'\n', &body[from..]) {
                         let line = &body[from..from + pos];

@@ -360,7 +360,8 @@ impl RunContext {
 }
 
 impl Listener {
-    /// Settings for a listener on `client`'s Portainer, with defaults.
+    /// Settings for a listener on `client`'s Portainer or Docker Engine, with
+    /// defaults.
     pub fn builder(client: Client) -> ListenerBuilder {
         ListenerBuilder {
             client,

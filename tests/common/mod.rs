@@ -6,7 +6,7 @@
 pub mod daemon;
 pub mod docker;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -43,6 +43,8 @@ pub struct Request {
     /// The path and query as sent.
     pub target: String,
     pub headers: Vec<(String, String)>,
+    /// The body, when the request said its `Content-Length`.
+    pub body: Vec<u8>,
 }
 
 impl Request {
@@ -133,8 +135,30 @@ impl Conn {
     /// Waits until the client closes the connection (or the server stops).
     pub fn hold(&mut self) {
         let mut sink = [0u8; 64];
-        use std::io::Read;
         while matches!(self.stream.read(&mut sink), Ok(n) if n > 0) {}
+    }
+
+    /// Acts as a forward proxy for a `CONNECT host:port` request: connects
+    /// to the target, says so, and copies bytes both ways until either side
+    /// closes.
+    pub fn tunnel(&mut self) {
+        assert_eq!(self.request.method, "CONNECT", "{:?}", self.request);
+        let Ok(upstream) = TcpStream::connect(&self.request.target) else {
+            let _ = self.stream.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n");
+            return;
+        };
+        let _ = self
+            .stream
+            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+        let client = &self.stream;
+        thread::scope(|scope| {
+            scope.spawn(|| {
+                let _ = std::io::copy(&mut &*client, &mut &upstream);
+                let _ = upstream.shutdown(Shutdown::Both);
+            });
+            let _ = std::io::copy(&mut &upstream, &mut &*client);
+            let _ = client.shutdown(Shutdown::Both);
+        });
     }
 }
 
@@ -249,10 +273,18 @@ fn read_request(stream: &TcpStream) -> Option<Request> {
             headers.push((name.trim().to_string(), value.trim().to_string()));
         }
     }
+    let length = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
     Some(Request {
         method,
         target,
         headers,
+        body,
     })
 }
 
@@ -267,6 +299,18 @@ pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) 
 
 /// The generous bound the tests use for anything that should be quick.
 pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Stops `listener` and checks that it took less than 5 s (it should take
+/// milliseconds: every idle read is unblocked).
+pub fn stop_promptly(listener: &portainer::Listener) {
+    let started = Instant::now();
+    listener.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        started.elapsed()
+    );
+}
 
 /// Log lines captured by [`capture_logs`], as `LEVEL target: message`.
 static LOG_LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
