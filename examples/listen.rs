@@ -14,8 +14,9 @@
 //! The first line on stderr says which source it follows. Events go to
 //! stdout; warnings and errors go to stderr (`RUST_LOG` overrides the
 //! default filter). Ctrl-C stops the listener and exits 0; with `--until`,
-//! the program exits 0 once the window is complete. When every endpoint has
-//! ended for good (bad key, forbidden, deleted) it says so and exits 1.
+//! the program exits 0 once every endpoint's window is complete, and 1 when
+//! some endpoint's could not be read. When every endpoint has ended for good
+//! (bad key, forbidden, deleted) it says so and exits 1.
 
 use std::error::Error;
 use std::io::{self, Write};
@@ -108,10 +109,14 @@ fn main() -> ExitCode {
     let default_filter = if args.debug {
         "warn,portainer=debug"
     } else {
-        "warn"
+        "warn,portainer=info"
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter))
         .target(env_logger::Target::Stderr)
+        // ureq's trace level dumps raw requests, API key included: never
+        // that far, whatever RUST_LOG says.
+        .filter_module("ureq", log::LevelFilter::Debug)
+        .filter_module("ureq_proto", log::LevelFilter::Debug)
         .init();
     match run(args) {
         Ok(code) => code,
@@ -123,9 +128,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<ExitCode, Box<dyn Error>> {
-    if !(args.reconnect_interval.is_finite() && args.reconnect_interval >= 0.0) {
-        return Err("--reconnect-interval must be a number of seconds".into());
-    }
+    let interval = Duration::try_from_secs_f64(args.reconnect_interval)
+        .map_err(|_| "--reconnect-interval must be a number of seconds")?;
     let client = client(&args)?;
     let source = match client.is_docker_engine() {
         true => "the Docker Engine",
@@ -134,7 +138,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn Error>> {
     eprintln!("listen: on {source} at {}", client.url());
     let mut builder = Listener::builder(client)
         .endpoint(args.endpoint)
-        .reconnect_interval(Duration::from_secs_f64(args.reconnect_interval))
+        .reconnect_interval(interval)
         .debug(args.debug);
     if !args.types.is_empty() {
         builder = builder.event_types(args.types.iter().cloned());
@@ -159,7 +163,11 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn Error>> {
         .iter()
         .map(|s| s.endpoint_id.to_string())
         .collect();
-    eprintln!("listen: following endpoint(s) {}", ids.join(", "));
+    if ids.is_empty() {
+        eprintln!("listen: no endpoint with a Docker API yet; waiting for one to be added");
+    } else {
+        eprintln!("listen: following endpoint(s) {}", ids.join(", "));
+    }
 
     let mut out = io::stdout().lock();
     loop {
@@ -194,10 +202,6 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn Error>> {
             eprintln!("listen: endpoint {} ended: {reason}", status.endpoint_id);
             failed += 1;
         }
-    }
-    if statuses.is_empty() {
-        eprintln!("listen: no endpoint with a Docker API to follow");
-        return Ok(ExitCode::FAILURE);
     }
     if failed == statuses.len() {
         eprintln!("listen: every endpoint has ended for good");

@@ -448,7 +448,10 @@ impl ClientBuilder {
 
 /// The agent settings ordinary calls and streams share.
 fn agent_config(proxy: Option<&ChosenProxy>, tls: &TlsConfig) -> ConfigBuilder<AgentScope> {
+    // Redirects are not followed: ureq would carry the `X-API-Key` header to
+    // whatever host a redirect names. A 3xx is reported as an error instead.
     Agent::config_builder()
+        .max_redirects(0)
         .http_status_as_error(false)
         .proxy(proxy.map(|chosen| chosen.proxy.clone()))
         .tls_config(tls.clone())

@@ -225,14 +225,20 @@ impl From<io::Error> for Error {
 /// The longest excerpt of a body or line kept in an error.
 const EXCERPT_LEN: usize = 160;
 
-/// The start of `bytes` as text, cut on a character boundary, with invalid
-/// UTF-8 replaced.
+/// The start of `bytes` as text on one line: whitespace runs (an HTML page's
+/// line breaks) become one space, invalid UTF-8 is replaced, and the text is
+/// cut on a character boundary.
 pub(crate) fn excerpt(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(&bytes[..bytes.len().min(EXCERPT_LEN * 4)]);
-    let trimmed = text.trim();
-    match trimmed.char_indices().nth(EXCERPT_LEN) {
-        Some((cut, _)) => format!("{}...", &trimmed[..cut]),
-        None => trimmed.to_string(),
+    let mut words = text.split_whitespace();
+    let mut one_line = words.next().unwrap_or("").to_string();
+    for word in words {
+        one_line.push(' ');
+        one_line.push_str(word);
+    }
+    match one_line.char_indices().nth(EXCERPT_LEN) {
+        Some((cut, _)) => format!("{}...", &one_line[..cut]),
+        None => one_line,
     }
 }
 
@@ -267,6 +273,14 @@ mod tests {
         let cut = excerpt(long.as_bytes());
         assert_eq!(cut.chars().count(), EXCERPT_LEN + 3);
         assert!(cut.ends_with("..."));
+    }
+
+    #[test]
+    fn excerpt_keeps_an_html_page_on_one_line() {
+        assert_eq!(
+            excerpt(b"<html>\r\n<head><title>502</title></head>\r\n  <body>x</body>\n</html>\n"),
+            "<html> <head><title>502</title></head> <body>x</body> </html>"
+        );
     }
 
     #[test]

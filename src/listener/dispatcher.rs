@@ -11,6 +11,9 @@ use crossbeam_channel::{Receiver, TrySendError, select};
 use super::{ListenerResult, Shared};
 
 pub(super) struct Dispatcher {
+    pub(super) generation: u64,
+    /// Set when every reader has ended and the queue is drained.
+    pub(super) ended: Arc<AtomicBool>,
     pub(super) shared: Arc<Shared>,
     pub(super) events: Receiver<ListenerResult>,
     /// Never carries a message: it disconnects when the listener stops.
@@ -22,11 +25,15 @@ impl Dispatcher {
     /// Runs until the listener stops or every reader has ended. In the second
     /// case every queued event is still delivered first.
     pub(super) fn run(self) {
+        super::ON_DISPATCHER.with(|on| on.set(true));
         loop {
             select! {
                 recv(self.events) -> message => match message {
                     Ok(result) => self.deliver(&result),
-                    Err(_) => break,
+                    Err(_) => {
+                        self.ended.store(true, Ordering::Release);
+                        break;
+                    }
                 },
                 recv(self.stop) -> _ => break,
             }
@@ -34,9 +41,8 @@ impl Dispatcher {
                 break;
             }
         }
-        // Disconnects every subscriber's receiver: iteration over it ends.
-        self.shared.subscribers.lock().clear();
-        self.shared.status_subscribers.lock().clear();
+        // Disconnects this run's subscribers: iteration over them ends.
+        self.shared.close_run(self.generation);
         log::debug!("dispatcher finished");
     }
 
@@ -55,9 +61,15 @@ impl Dispatcher {
                 );
             }
         }
+        if self.stopping.load(Ordering::Acquire) {
+            return;
+        }
         let mut subscribers = self.shared.subscribers.lock();
-        subscribers.retain_mut(
-            |subscriber| match subscriber.sender.try_send(result.clone()) {
+        if subscribers.generation != self.generation {
+            return;
+        }
+        subscribers.events.retain_mut(|subscriber| {
+            match subscriber.sender.try_send(result.clone()) {
                 Ok(()) => true,
                 Err(TrySendError::Full(_)) => {
                     subscriber.dropped += 1;
@@ -74,8 +86,8 @@ impl Dispatcher {
                     log::debug!("a subscriber's receiver was dropped; forgetting it");
                     false
                 }
-            },
-        );
+            }
+        });
     }
 }
 

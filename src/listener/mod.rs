@@ -7,7 +7,8 @@ mod reader;
 mod reconnect;
 mod status;
 
-use std::any::TypeId;
+use std::any::{Any, TypeId};
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -61,10 +62,33 @@ pub struct CallbackId(u64);
 #[derive(Clone)]
 struct Registered {
     id: CallbackId,
-    /// The type of a callback that captures nothing (a function or a
-    /// capture-free closure): two such callbacks of one type are the same.
-    identity: Option<TypeId>,
+    identity: Option<Identity>,
     function: Arc<Callback>,
+}
+
+/// What makes two registered callbacks the same callable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Identity {
+    /// A function item or a closure that captures nothing: its type alone.
+    Type(TypeId),
+    /// A function pointer: its address.
+    Pointer(usize),
+}
+
+impl Identity {
+    fn of<F: Any>(callback: &F) -> Option<Identity> {
+        if size_of::<F>() == 0 {
+            return Some(Identity::Type(TypeId::of::<F>()));
+        }
+        (callback as &dyn Any)
+            .downcast_ref::<fn(&ListenerResult)>()
+            .map(|pointer| Identity::Pointer(*pointer as usize))
+    }
+}
+
+thread_local! {
+    /// Set on dispatcher threads, where callbacks run.
+    static ON_DISPATCHER: Cell<bool> = const { Cell::new(false) };
 }
 
 /// State shared by the listener handle and its threads.
@@ -78,9 +102,18 @@ struct Shared {
     /// Replaced whole on change, so the dispatcher reads it without holding a lock.
     callbacks: RwLock<Arc<Vec<Registered>>>,
     next_callback: AtomicU64,
-    subscribers: Mutex<Vec<Subscriber>>,
-    status_subscribers: Mutex<Vec<Sender<StreamStatus>>>,
+    subscribers: Mutex<Subscribers>,
     endpoint_refresh: Option<Duration>,
+}
+
+/// The subscribers of one run: the one running, or the next to start. A
+/// run's threads feed them only while the generation is theirs, so a run
+/// that is winding down never touches the next run's subscribers.
+#[derive(Default)]
+struct Subscribers {
+    generation: u64,
+    events: Vec<Subscriber>,
+    statuses: Vec<Sender<StreamStatus>>,
 }
 
 /// One subscriber's channel and how many events it missed.
@@ -94,18 +127,30 @@ impl Shared {
         Duration::from_millis(self.reconnect_interval_ms.load(Ordering::Relaxed))
     }
 
-    /// Tells the status subscribers of a change; forgets those that left.
-    fn publish_status(&self, status: &StreamStatus) {
-        let mut subscribers = self.status_subscribers.lock();
-        if subscribers.is_empty() {
+    /// Tells the status subscribers of run `generation` of a change; forgets
+    /// those that left.
+    fn publish_status(&self, generation: u64, status: &StreamStatus) {
+        let mut subscribers = self.subscribers.lock();
+        if subscribers.generation != generation || subscribers.statuses.is_empty() {
             return;
         }
-        subscribers.retain(|subscriber| {
+        subscribers.statuses.retain(|subscriber| {
             !matches!(
                 subscriber.try_send(status.clone()),
                 Err(crossbeam_channel::TrySendError::Disconnected(_))
             )
         });
+    }
+
+    /// Disconnects the subscribers of run `generation`, if they are still
+    /// its own; later subscribers belong to the next run.
+    fn close_run(&self, generation: u64) {
+        let mut subscribers = self.subscribers.lock();
+        if subscribers.generation == generation {
+            subscribers.events.clear();
+            subscribers.statuses.clear();
+            subscribers.generation += 1;
+        }
     }
 }
 
@@ -219,10 +264,11 @@ impl ListenerBuilder {
                 queue_capacity: self.queue_capacity,
                 callbacks: RwLock::new(Arc::new(Vec::new())),
                 next_callback: AtomicU64::new(1),
-                subscribers: Mutex::new(Vec::new()),
-                status_subscribers: Mutex::new(Vec::new()),
+                subscribers: Mutex::new(Subscribers::default()),
                 endpoint_refresh: self.endpoint_refresh,
             }),
+            lifecycle: Mutex::new(()),
+            starting: Mutex::new(None),
             run: Mutex::new(None),
             last_status: Mutex::new(Vec::new()),
         }
@@ -263,6 +309,10 @@ fn duration_ms(duration: Duration) -> u64 {
 /// ```
 pub struct Listener {
     shared: Arc<Shared>,
+    /// Held for the whole of `start` and `stop`, so they never overlap.
+    lifecycle: Mutex<()>,
+    /// Cuts short the endpoint list read of a `start` under way.
+    starting: Mutex<Option<Arc<Cancel>>>,
     run: Mutex<Option<Run>>,
     /// The readers' statuses when the last run stopped.
     last_status: Mutex<Vec<StreamStatus>>,
@@ -282,7 +332,10 @@ impl fmt::Debug for Listener {
 
 /// The threads and handles of one run, from `start` to `stop`.
 struct Run {
+    generation: u64,
     stopping: Arc<AtomicBool>,
+    /// Set by the dispatcher when every reader has ended on its own.
+    ended: Arc<AtomicBool>,
     /// Dropped to wake the dispatcher and the refresher.
     stop: Option<Sender<()>>,
     readers: Readers,
@@ -327,6 +380,7 @@ impl ReaderHandle {
 /// What every reader of a run is started with.
 #[derive(Clone)]
 struct RunContext {
+    generation: u64,
     shared: Arc<Shared>,
     events: Sender<ListenerResult>,
     /// Tells the refresher that a reader ended, when there is one.
@@ -339,6 +393,7 @@ impl RunContext {
         let (wake, woken) = crossbeam_channel::bounded::<()>(0);
         let status = Arc::new(Mutex::new(StreamStatus::new(endpoint_id)));
         let reader = Reader {
+            generation: self.generation,
             endpoint_id,
             shared: self.shared.clone(),
             cancel: cancel.clone(),
@@ -379,16 +434,16 @@ impl Listener {
 
     /// Calls `callback` with every event, on the dispatcher thread.
     ///
-    /// A function, or a closure that captures nothing, that is already
-    /// registered is not added again: its existing id is returned and it is
-    /// still called once per event. Closures that capture state are told
-    /// apart by registration. A panic in a callback is caught and logged; the
+    /// A function (by name or as a `fn` pointer), or a closure that captures
+    /// nothing, that is already registered is not added again: its existing
+    /// id is returned and it is still called once per event. Closures that
+    /// capture state are told apart by registration. A panic in a callback is caught and logged; the
     /// other callbacks and the listener go on.
     pub fn register_callback<F>(&self, callback: F) -> CallbackId
     where
         F: Fn(&ListenerResult) + Send + Sync + 'static,
     {
-        let identity = (size_of::<F>() == 0).then(TypeId::of::<F>);
+        let identity = Identity::of(&callback);
         let mut callbacks = self.shared.callbacks.write();
         if let Some(existing) = callbacks
             .iter()
@@ -425,7 +480,7 @@ impl Listener {
 
     /// A channel that receives every event from now until the listener
     /// stops (or every endpoint has ended), when it disconnects. Subscribing
-    /// before `start` receives from the start.
+    /// before `start`, or once a run has ended, receives from the next start.
     ///
     /// Dropping the receiver unsubscribes. A subscriber that falls
     /// [`queue_capacity`](ListenerBuilder::queue_capacity) events behind
@@ -435,6 +490,7 @@ impl Listener {
         self.shared
             .subscribers
             .lock()
+            .events
             .push(Subscriber { sender, dropped: 0 });
         receiver
     }
@@ -449,7 +505,7 @@ impl Listener {
     /// unsubscribes.
     pub fn subscribe_status(&self) -> Receiver<StreamStatus> {
         let (sender, receiver) = crossbeam_channel::bounded(self.shared.queue_capacity);
-        self.shared.status_subscribers.lock().push(sender);
+        self.shared.subscribers.lock().statuses.push(sender);
         receiver
     }
 
@@ -466,9 +522,13 @@ impl Listener {
         self.shared.reconnect_interval()
     }
 
-    /// Whether the listener has been started and not stopped.
+    /// Whether the listener has been started, and neither stopped nor ended
+    /// (every endpoint finished or failed for good).
     pub fn is_running(&self) -> bool {
-        self.run.lock().is_some()
+        self.run
+            .lock()
+            .as_ref()
+            .is_some_and(|run| !run.ended.load(Ordering::Acquire))
     }
 
     /// The state and counters of each endpoint's reader, ordered by endpoint
@@ -481,29 +541,41 @@ impl Listener {
     }
 
     /// Opens one event stream per endpoint, all at once, on threads of their
-    /// own. Does nothing when already running.
+    /// own. Does nothing when already running; after a run has ended on its
+    /// own (every endpoint finished or failed), starts a new one.
     ///
     /// Following every endpoint, the endpoint list is read first; endpoints
     /// without a Docker API (Azure, Kubernetes) are skipped with a log line.
     /// Errors: reading the endpoint list failed, or a thread could not be
     /// spawned.
     pub fn start(&self) -> Result<(), Error> {
-        let mut run = self.run.lock();
-        if run.is_some() {
-            return Ok(());
+        let _lifecycle = self.lifecycle.lock();
+        let ended = match &*self.run.lock() {
+            Some(run) if !run.ended.load(Ordering::Acquire) => return Ok(()),
+            Some(_) => true,
+            None => false,
+        };
+        if ended {
+            let old = self.run.lock().take();
+            if let Some(old) = old {
+                self.finish(old);
+            }
         }
-        let endpoints = self.endpoint_ids()?;
-        let started = self.spawn_run(&endpoints)?;
-        *run = Some(started);
+        let cancel = Arc::new(Cancel::default());
+        *self.starting.lock() = Some(cancel.clone());
+        let endpoints = self.endpoint_ids(cancel);
+        *self.starting.lock() = None;
+        let started = self.spawn_run(&endpoints?)?;
+        *self.run.lock() = Some(started);
         Ok(())
     }
 
-    fn endpoint_ids(&self) -> Result<Vec<u64>, Error> {
+    fn endpoint_ids(&self, cancel: Arc<Cancel>) -> Result<Vec<u64>, Error> {
         if let Some(id) = self.shared.endpoint {
             return Ok(vec![id]);
         }
         let mut ids = Vec::new();
-        for endpoint in self.shared.client.endpoints()? {
+        for endpoint in self.shared.client.endpoints_cancellable(cancel)? {
             if endpoint.has_docker_api() {
                 ids.push(endpoint.id);
             } else {
@@ -521,11 +593,15 @@ impl Listener {
     }
 
     fn spawn_run(&self, endpoints: &[u64]) -> Result<Run, Error> {
+        let generation = self.shared.subscribers.lock().generation;
         let stopping = Arc::new(AtomicBool::new(false));
+        let ended = Arc::new(AtomicBool::new(false));
         let (stop_sender, stop_receiver) = crossbeam_channel::bounded::<()>(0);
         let (event_sender, event_receiver) = crossbeam_channel::bounded(self.shared.queue_capacity);
 
         let dispatcher = Dispatcher {
+            generation,
+            ended: ended.clone(),
             shared: self.shared.clone(),
             events: event_receiver,
             stop: stop_receiver.clone(),
@@ -533,7 +609,9 @@ impl Listener {
         };
         let dispatcher = spawn("portainer dispatcher".into(), move || dispatcher.run())?;
         let mut run = Run {
+            generation,
             stopping,
+            ended,
             stop: Some(stop_sender),
             readers: Arc::new(Mutex::new(BTreeMap::new())),
             refresher: None,
@@ -547,6 +625,7 @@ impl Listener {
         };
         let (ended_sender, ended_receiver) = crossbeam_channel::unbounded();
         let context = RunContext {
+            generation,
             shared: self.shared.clone(),
             events: event_sender,
             ended: refresh.map(|_| ended_sender),
@@ -584,16 +663,33 @@ impl Listener {
     }
 
     /// Ends every connection and thread, then returns. Safe to call twice,
-    /// and from inside a callback.
+    /// from several threads at once, and from inside a callback.
     ///
     /// Readers waiting for events or for their next attempt stop at once:
     /// their sockets are shut down and their waits woken. A reader still
     /// connecting finishes its connect first (bounded by the client's
     /// timeout), and a callback under way finishes its call. After `stop`
     /// returns no callback starts, every subscriber's receiver is
-    /// disconnected and no thread of the listener is left. Called from a
-    /// callback, it returns without waiting for that callback to finish.
+    /// disconnected and no thread of the listener is left; a `stop` racing
+    /// another waits for it to finish.
+    ///
+    /// Called from a callback, it returns without waiting for that callback
+    /// to finish; if another thread is starting or stopping the listener at
+    /// that moment, it leaves the listener to that thread and returns.
     pub fn stop(&self) {
+        if let Some(cancel) = &*self.starting.lock() {
+            cancel.cancel();
+        }
+        let _lifecycle = if ON_DISPATCHER.with(Cell::get) {
+            // Another thread's stop may hold the lock while it waits for the
+            // very callback this runs in.
+            match self.lifecycle.try_lock() {
+                Some(guard) => guard,
+                None => return,
+            }
+        } else {
+            self.lifecycle.lock()
+        };
         let run = self.run.lock().take();
         if let Some(run) = run {
             self.finish(run);
@@ -602,6 +698,9 @@ impl Listener {
 
     fn finish(&self, mut run: Run) {
         run.stopping.store(true, Ordering::Release);
+        // Disconnect this run's subscribers first: anyone subscribing from
+        // now on belongs to the next run, even while this one winds down.
+        self.shared.close_run(run.generation);
         drop(run.stop.take());
         if let Some((cancel, refresher)) = run.refresher.take() {
             cancel.cancel();
@@ -622,8 +721,6 @@ impl Listener {
                 log::error!("the dispatcher thread panicked");
             }
         }
-        self.shared.subscribers.lock().clear();
-        self.shared.status_subscribers.lock().clear();
         *self.last_status.lock() = readers
             .values()
             .map(|reader| reader.status.lock().clone())

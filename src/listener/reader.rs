@@ -16,6 +16,7 @@ use crate::stream::EventStream;
 use crate::transport::Cancel;
 
 pub(super) struct Reader {
+    pub(super) generation: u64,
     pub(super) endpoint_id: u64,
     pub(super) shared: Arc<Shared>,
     pub(super) cancel: Arc<Cancel>,
@@ -66,9 +67,12 @@ impl Reader {
             let delivered_before = self.status.lock().events_delivered;
             let outcome = self.connect_once(&mut resume, &mut failing);
 
+            // A stream that delivered or stayed up has proved the endpoint
+            // healthy: the next failure is news again, and waits start over.
             let delivered = self.status.lock().events_delivered > delivered_before;
             if delivered || opened_at.elapsed() >= self.shared.reconnect_interval() {
                 backoff.reset();
+                self.recovered(&mut failing);
             }
             let (reason, kind) = match outcome {
                 Outcome::Stopped => break,
@@ -142,20 +146,28 @@ impl Reader {
                     };
                 }
             };
+        log::debug!("endpoint {}: event stream open", self.endpoint_id);
+        self.set_state(StreamState::Streaming);
+        self.pump(stream, resume, failing)
+    }
+
+    /// Logs the end of a run of failures, once.
+    fn recovered(&self, failing: &mut Option<String>) {
         if let Some(previous) = failing.take() {
             log::info!(
-                "endpoint {}: event stream open again (it was failing with {previous})",
+                "endpoint {}: event stream healthy again (it was failing with {previous})",
                 self.endpoint_id
             );
-        } else {
-            log::debug!("endpoint {}: event stream open", self.endpoint_id);
         }
-        self.set_state(StreamState::Streaming);
-        self.pump(stream, resume)
     }
 
     /// Passes the stream's events on until it ends.
-    fn pump(&self, stream: EventStream, resume: &mut Resume) -> Outcome {
+    fn pump(
+        &self,
+        stream: EventStream,
+        resume: &mut Resume,
+        failing: &mut Option<String>,
+    ) -> Outcome {
         for item in stream {
             if self.is_stopping() {
                 return Outcome::Stopped;
@@ -169,6 +181,7 @@ impl Reader {
                         );
                         continue;
                     }
+                    self.recovered(failing);
                     self.forward(
                         ListenerResult {
                             endpoint_id: self.endpoint_id,
@@ -245,7 +258,7 @@ impl Reader {
             status.state = state;
             status.clone()
         };
-        self.shared.publish_status(&snapshot);
+        self.shared.publish_status(self.generation, &snapshot);
     }
 
     /// The listener stopping and the endpoint's removal both cancel.

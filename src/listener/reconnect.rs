@@ -86,10 +86,14 @@ impl Resume {
 /// The longest wait between attempts, unless the reconnect interval is longer.
 pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
+/// The shortest wait between attempts, whatever the interval: a zero
+/// interval must not turn a failing endpoint into a busy loop.
+pub(crate) const MIN_DELAY: Duration = Duration::from_millis(100);
+
 /// How long to wait before the next attempt: the reconnect interval after the
 /// first failure, then doubling up to [`MAX_BACKOFF`], with up to a quarter
 /// more of random jitter from the second failure on so that many readers do
-/// not retry in step. Never shorter than the interval.
+/// not retry in step. Never shorter than the interval, nor than [`MIN_DELAY`].
 #[derive(Debug, Default)]
 pub(crate) struct Backoff {
     failures: u32,
@@ -98,6 +102,7 @@ pub(crate) struct Backoff {
 impl Backoff {
     /// The wait before the next attempt; `jitter` is a number in `0.0..1.0`.
     pub(crate) fn next_delay(&mut self, interval: Duration, jitter: f64) -> Duration {
+        let interval = interval.max(MIN_DELAY);
         let doubled = interval.saturating_mul(1u32 << self.failures.min(16));
         let base = doubled.min(MAX_BACKOFF.max(interval));
         let extra = if self.failures == 0 {
@@ -194,6 +199,13 @@ mod tests {
         }
         backoff.reset();
         assert_eq!(backoff.next_delay(interval, 0.7), interval);
+    }
+
+    #[test]
+    fn a_zero_interval_still_waits_and_grows() {
+        let mut backoff = Backoff::default();
+        assert_eq!(backoff.next_delay(Duration::ZERO, 0.0), MIN_DELAY);
+        assert_eq!(backoff.next_delay(Duration::ZERO, 0.0), MIN_DELAY * 2);
     }
 
     #[test]
