@@ -12,23 +12,10 @@ use std::time::Duration;
 
 use portainer::{Client, Listener};
 
-use common::{Conn, TestServer, event_line};
+use common::{event_line, portainer};
 
 const KEY: &str = "ptr_leak_test_key";
 const T0: i64 = 1_700_000_000_000_000_000;
-
-fn portainer(
-    endpoints: &'static str,
-    stream: impl Fn(&mut Conn) + Send + Sync + 'static,
-) -> TestServer {
-    TestServer::start(move |conn| {
-        if conn.request.path() == "/api/endpoints" {
-            conn.respond(200, "application/json", endpoints);
-        } else {
-            stream(conn);
-        }
-    })
-}
 
 fn fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()

@@ -12,25 +12,10 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, unbounded};
 use parking_lot::Mutex;
 use portainer::{Client, Listener, ListenerResult, StreamState};
 
-use common::{Conn, PATIENCE, TestServer, event_line, stop_promptly, wait_for};
+use common::{Conn, PATIENCE, TestServer, event_line, portainer, stop_promptly, wait_for};
 
 const KEY: &str = "ptr_listener_test_key";
 const T0: i64 = 1_700_000_000_000_000_000;
-
-/// A fake Portainer: `/api/endpoints` answers `endpoints`, every other path
-/// runs `stream`.
-fn portainer(
-    endpoints: &'static str,
-    stream: impl Fn(&mut Conn) + Send + Sync + 'static,
-) -> TestServer {
-    TestServer::start(move |conn| {
-        if conn.request.path() == "/api/endpoints" {
-            conn.respond(200, "application/json", endpoints);
-        } else {
-            stream(conn);
-        }
-    })
-}
 
 /// Streams `lines`, one chunk each, then keeps the stream open.
 fn stream_then_hold(lines: Vec<String>) -> impl Fn(&mut Conn) + Send + Sync + 'static {

@@ -12,23 +12,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::RecvTimeoutError;
 use portainer::{Client, EventQuery, Listener, ListenerResult};
 
-use common::{Conn, PATIENCE, TestServer, event_line, wait_for};
+use common::{PATIENCE, TestServer, event_line, portainer, wait_for};
 
 const KEY: &str = "ptr_SECRET_reviewer_key";
 const T0: i64 = 1_700_000_000_000_000_000;
-
-fn portainer(
-    endpoints: &'static str,
-    stream: impl Fn(&mut Conn) + Send + Sync + 'static,
-) -> TestServer {
-    TestServer::start(move |conn| {
-        if conn.request.path() == "/api/endpoints" {
-            conn.respond(200, "application/json", endpoints);
-        } else {
-            stream(conn);
-        }
-    })
-}
 
 fn tasks() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()

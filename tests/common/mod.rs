@@ -288,6 +288,21 @@ fn read_request(stream: &TcpStream) -> Option<Request> {
     })
 }
 
+/// A fake Portainer: `/api/endpoints` answers `endpoints`, every other path
+/// runs `stream`.
+pub fn portainer(
+    endpoints: &'static str,
+    stream: impl Fn(&mut Conn) + Send + Sync + 'static,
+) -> TestServer {
+    TestServer::start(move |conn| {
+        if conn.request.path() == "/api/endpoints" {
+            conn.respond(200, "application/json", endpoints);
+        } else {
+            stream(conn);
+        }
+    })
+}
+
 /// Polls `check` until it holds or `timeout` passes; panics with `what` then.
 pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
