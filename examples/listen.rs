@@ -262,12 +262,10 @@ fn print(out: &mut impl Write, result: &ListenerResult, json: bool) -> io::Resul
         .map(|t| format!("{t:.9}"))
         .unwrap_or_else(|| "-".into());
     let attributes = event
-        .actor
-        .as_ref()
+        .actor()
         .map(|actor| {
             actor
-                .attributes
-                .iter()
+                .attributes()
                 .map(|(key, value)| format!("{key}={value}"))
                 .collect::<Vec<_>>()
                 .join(", ")
@@ -277,8 +275,8 @@ fn print(out: &mut impl Write, result: &ListenerResult, json: bool) -> io::Resul
         out,
         "{time} endpoint={} {} {} {} ({attributes})",
         result.endpoint_id,
-        event.kind.as_deref().unwrap_or("-"),
-        event.action.as_deref().unwrap_or("-"),
+        event.kind().unwrap_or("-"),
+        event.action().unwrap_or("-"),
         event.actor_id().unwrap_or("-"),
     )
 }

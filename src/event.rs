@@ -1,85 +1,162 @@
 //! The event model: one Docker event as the daemon reports it.
+//!
+//! An event keeps all its text in one shared string and points into it,
+//! instead of holding a string per field and per attribute. A realistic event
+//! has some twenty strings; storing them apart cost as many allocations on the
+//! reader thread and as many frees on whichever thread dropped the event last,
+//! and that traffic (the allocator's locks, above all) limited the listener
+//! more than parsing did. Now an event is one allocation, cloning it is cheap,
+//! and the accessors give the view a struct of `Option<String>` would.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::fmt;
+use std::sync::Arc;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::de::{self, MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use smallvec::SmallVec;
+
+/// Where one string lives in an event's text; `NONE` when it is absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    len: u32,
+}
+
+impl Span {
+    const NONE: Span = Span {
+        start: u32::MAX,
+        len: 0,
+    };
+
+    fn is_none(self) -> bool {
+        self.start == u32::MAX
+    }
+}
+
+/// The optional text fields, in the order of [`DockerEvent::fields`].
+const KIND: usize = 0;
+const ACTION: usize = 1;
+const SCOPE: usize = 2;
+const STATUS: usize = 3;
+const ID: usize = 4;
+const FROM: usize = 5;
+const ACTOR_ID: usize = 6;
+const FIELDS: usize = 7;
+
+/// Attributes kept beside the event rather than in an allocation of their
+/// own; a container with a compose project's labels has about a dozen.
+const INLINE_ATTRIBUTES: usize = 16;
 
 /// One event from a Docker daemon's `/events` stream.
 ///
 /// Every field is optional, because daemons of different ages send different
 /// subsets; unknown fields are ignored. Serialising gives back Docker's own
 /// field names (`Type`, `Action`, `Actor`, `scope`, `time`, `timeNano`, and the
-/// legacy `status`, `id`, `from`), leaving out the fields that are `None`.
+/// legacy `status`, `id`, `from`), leaving out the fields that are absent.
+/// Attributes come out sorted by key, as Docker writes them.
 ///
-/// Attributes are a [`BTreeMap`], so serialised events list them in a stable
-/// order.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The event stores its text compactly (see the module notes); read it
+/// through the accessors:
+///
+/// ```
+/// use portainer::DockerEvent;
+///
+/// let event = DockerEvent::from_json(
+///     br#"{"Type":"container","Action":"die","Actor":{"ID":"ca03","Attributes":{"exitCode":"3","name":"web1"}},"time":1796300697,"timeNano":1796300697806257370}"#,
+/// )?;
+/// assert_eq!(event.kind(), Some("container"));
+/// assert_eq!(event.action(), Some("die"));
+/// assert_eq!(event.attribute("exitCode"), Some("3"));
+/// assert_eq!(event.actor().unwrap().attributes().count(), 2);
+/// assert_eq!(event.timestamp_nanos(), Some(1796300697806257370));
+/// # Ok::<(), portainer::Error>(())
+/// ```
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct DockerEvent {
-    /// The kind of object: `container`, `image`, `volume`, `network`,
-    /// `daemon`, `plugin`, `node`, `service`, `secret`, `config`.
-    #[serde(rename = "Type", default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-
-    /// What happened, as the daemon wrote it. Some actions carry text after a
-    /// colon (`exec_start: /bin/sh -c true`, `health_status: healthy`); see
-    /// [`DockerEvent::action_name`] and [`DockerEvent::action_detail`].
-    #[serde(rename = "Action", default, skip_serializing_if = "Option::is_none")]
-    pub action: Option<String>,
-
-    /// The object the event is about.
-    #[serde(rename = "Actor", default, skip_serializing_if = "Option::is_none")]
-    pub actor: Option<DockerEventActor>,
-
-    /// `local` or `swarm`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scope: Option<String>,
-
-    /// Unix time of the event, in seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub time: Option<i64>,
-
-    /// Unix time of the event, in nanoseconds.
-    #[serde(rename = "timeNano", default, skip_serializing_if = "Option::is_none")]
-    pub time_nano: Option<i64>,
-
-    /// Legacy: the action, sent for container and image events by daemons
-    /// older than API 1.52.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<String>,
-
-    /// Legacy: the actor's id, sent by daemons older than API 1.52.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-
-    /// Legacy: the container's image, sent by daemons older than API 1.52.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<String>,
+    text: Arc<str>,
+    fields: [Span; FIELDS],
+    /// Key and value of each attribute, sorted by key.
+    attributes: SmallVec<[(Span, Span); INLINE_ATTRIBUTES]>,
+    has_actor: bool,
+    time: Option<i64>,
+    time_nano: Option<i64>,
 }
 
-/// The object a [`DockerEvent`] is about.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DockerEventActor {
-    /// The object's id (a container id, a volume name, ...).
-    #[serde(rename = "ID", default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-
-    /// Labels and other details (`name`, `image`, `exitCode`, ...). A `null`
-    /// from the daemon reads as an empty map.
-    #[serde(rename = "Attributes", default, deserialize_with = "null_as_empty")]
-    pub attributes: BTreeMap<String, String>,
-}
-
-fn null_as_empty<'de, D>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error>
-where
-    D: Deserializer<'de>,
-{
-    Ok(Option::<BTreeMap<String, String>>::deserialize(deserializer)?.unwrap_or_default())
+impl Default for Span {
+    fn default() -> Self {
+        Span::NONE
+    }
 }
 
 impl DockerEvent {
     /// Parses one line of the event stream.
     pub fn from_json(line: &[u8]) -> Result<Self, crate::Error> {
         serde_json::from_slice(line).map_err(|err| crate::Error::decode(err, line))
+    }
+
+    fn text(&self, span: Span) -> Option<&str> {
+        if span.is_none() {
+            return None;
+        }
+        let start = span.start as usize;
+        self.text.get(start..start + span.len as usize)
+    }
+
+    fn field(&self, index: usize) -> Option<&str> {
+        self.text(self.fields[index])
+    }
+
+    /// The kind of object (`Type`): `container`, `image`, `volume`,
+    /// `network`, `daemon`, `plugin`, `node`, `service`, `secret`, `config`.
+    pub fn kind(&self) -> Option<&str> {
+        self.field(KIND)
+    }
+
+    /// What happened (`Action`), as the daemon wrote it. Some actions carry
+    /// text after a colon (`exec_start: /bin/sh -c true`, `health_status:
+    /// healthy`); see [`action_name`](Self::action_name) and
+    /// [`action_detail`](Self::action_detail).
+    pub fn action(&self) -> Option<&str> {
+        self.field(ACTION)
+    }
+
+    /// `local` or `swarm`.
+    pub fn scope(&self) -> Option<&str> {
+        self.field(SCOPE)
+    }
+
+    /// Unix time of the event, in seconds.
+    pub fn time(&self) -> Option<i64> {
+        self.time
+    }
+
+    /// Unix time of the event, in nanoseconds (`timeNano`).
+    pub fn time_nano(&self) -> Option<i64> {
+        self.time_nano
+    }
+
+    /// Legacy: the action, sent for container and image events by daemons
+    /// older than API 1.52.
+    pub fn status(&self) -> Option<&str> {
+        self.field(STATUS)
+    }
+
+    /// Legacy: the actor's id, sent by daemons older than API 1.52.
+    pub fn id(&self) -> Option<&str> {
+        self.field(ID)
+    }
+
+    /// Legacy: the container's image, sent by daemons older than API 1.52.
+    pub fn from(&self) -> Option<&str> {
+        self.field(FROM)
+    }
+
+    /// The object the event is about, when the daemon named one.
+    pub fn actor(&self) -> Option<DockerEventActor<'_>> {
+        self.has_actor.then_some(DockerEventActor { event: self })
     }
 
     /// The time of the event in nanoseconds since the Unix epoch: `timeNano`
@@ -89,10 +166,15 @@ impl DockerEvent {
             .or_else(|| self.time.and_then(|secs| secs.checked_mul(1_000_000_000)))
     }
 
+    /// The action, or the legacy `status` when an old daemon sent no action.
+    pub fn action_or_status(&self) -> Option<&str> {
+        self.action().or(self.status())
+    }
+
     /// The action without any text after a colon: `exec_start` for
     /// `exec_start: /bin/sh -c true`.
     pub fn action_name(&self) -> Option<&str> {
-        let action = self.action.as_deref().or(self.status.as_deref())?;
+        let action = self.action_or_status()?;
         Some(
             action
                 .split_once(':')
@@ -104,21 +186,313 @@ impl DockerEvent {
     /// The text after the colon of an action, if any: `healthy` for
     /// `health_status: healthy`.
     pub fn action_detail(&self) -> Option<&str> {
-        let action = self.action.as_deref().or(self.status.as_deref())?;
+        let action = self.action_or_status()?;
         action.split_once(':').map(|(_, detail)| detail.trim())
     }
 
     /// The actor's id, falling back to the legacy `id` field.
     pub fn actor_id(&self) -> Option<&str> {
-        self.actor
-            .as_ref()
-            .and_then(|actor| actor.id.as_deref())
-            .or(self.id.as_deref())
+        self.field(ACTOR_ID).or(self.id())
     }
 
     /// One of the actor's attributes, such as `name` or `exitCode`.
     pub fn attribute(&self, key: &str) -> Option<&str> {
-        self.actor.as_ref()?.attributes.get(key).map(String::as_str)
+        let found = self
+            .attributes
+            .binary_search_by(|(k, _)| self.text(*k).unwrap_or("").cmp(key))
+            .ok()?;
+        self.text(self.attributes[found].1)
+    }
+}
+
+/// The object a [`DockerEvent`] is about; borrowed from the event by
+/// [`DockerEvent::actor`].
+#[derive(Clone, Copy)]
+pub struct DockerEventActor<'a> {
+    event: &'a DockerEvent,
+}
+
+impl<'a> DockerEventActor<'a> {
+    /// The object's id (a container id, a volume name, ...).
+    pub fn id(&self) -> Option<&'a str> {
+        self.event.field(ACTOR_ID)
+    }
+
+    /// One attribute by key.
+    pub fn attribute(&self, key: &str) -> Option<&'a str> {
+        self.event.attribute(key)
+    }
+
+    /// Every attribute (labels, `name`, `image`, `exitCode`, ...), sorted by
+    /// key. A `null` from the daemon reads as none.
+    pub fn attributes(&self) -> impl ExactSizeIterator<Item = (&'a str, &'a str)> + 'a {
+        let event = self.event;
+        event.attributes.iter().map(move |(key, value)| {
+            (
+                event.text(*key).unwrap_or(""),
+                event.text(*value).unwrap_or(""),
+            )
+        })
+    }
+}
+
+impl fmt::Debug for DockerEventActor<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DockerEventActor")
+            .field("id", &self.id())
+            .field("attributes", &AttributesDebug(*self))
+            .finish()
+    }
+}
+
+struct AttributesDebug<'a>(DockerEventActor<'a>);
+
+impl fmt::Debug for AttributesDebug<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.0.attributes()).finish()
+    }
+}
+
+impl fmt::Debug for DockerEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DockerEvent")
+            .field("kind", &self.kind())
+            .field("action", &self.action())
+            .field("actor", &self.actor())
+            .field("scope", &self.scope())
+            .field("time", &self.time)
+            .field("time_nano", &self.time_nano)
+            .field("status", &self.status())
+            .field("id", &self.id())
+            .field("from", &self.from())
+            .finish()
+    }
+}
+
+thread_local! {
+    /// Where an event's text is assembled before it is shared, kept between
+    /// events so that assembling costs no allocation.
+    static PACKING: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// The event as the daemon writes it, borrowing from the input where it can.
+#[derive(Deserialize)]
+struct RawEvent<'a> {
+    #[serde(rename = "Type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(rename = "Action", borrow, default)]
+    action: Option<Cow<'a, str>>,
+    #[serde(rename = "Actor", borrow, default)]
+    actor: Option<RawActor<'a>>,
+    #[serde(borrow, default)]
+    scope: Option<Cow<'a, str>>,
+    #[serde(default)]
+    time: Option<i64>,
+    #[serde(rename = "timeNano", default)]
+    time_nano: Option<i64>,
+    #[serde(borrow, default)]
+    status: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    from: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct RawActor<'a> {
+    #[serde(rename = "ID", borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(rename = "Attributes", borrow, default)]
+    attributes: RawAttributes<'a>,
+}
+
+/// Attribute pairs in the order received; `null` reads as none.
+#[derive(Default)]
+struct RawAttributes<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawAttributes<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PairsVisitor;
+
+        impl<'de> Visitor<'de> for PairsVisitor {
+            type Value = RawAttributes<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of strings to strings, or null")
+            }
+
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(RawAttributes::default())
+            }
+
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(RawAttributes::default())
+            }
+
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                d.deserialize_map(self)
+            }
+
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(pair) = map.next_entry::<Borrowed<'de>, Borrowed<'de>>()? {
+                    pairs.push((pair.0.0, pair.1.0));
+                }
+                Ok(RawAttributes(pairs))
+            }
+        }
+
+        deserializer.deserialize_option(PairsVisitor)
+    }
+}
+
+/// A string that borrows from the input unless it holds escapes.
+struct Borrowed<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Borrowed<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StrVisitor;
+
+        impl<'de> Visitor<'de> for StrVisitor {
+            type Value = Borrowed<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Borrowed(Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Borrowed(Cow::Owned(v.to_string())))
+            }
+
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Borrowed(Cow::Owned(v)))
+            }
+        }
+
+        deserializer.deserialize_str(StrVisitor)
+    }
+}
+
+/// Appends `value` to `text`, returning where it went.
+fn put(text: &mut String, value: Option<&str>) -> Result<Span, String> {
+    let Some(value) = value else {
+        return Ok(Span::NONE);
+    };
+    let span = Span {
+        start: u32::try_from(text.len()).map_err(|_| "event too large")?,
+        len: u32::try_from(value.len()).map_err(|_| "event too large")?,
+    };
+    text.push_str(value);
+    Ok(span)
+}
+
+impl TryFrom<RawEvent<'_>> for DockerEvent {
+    type Error = String;
+
+    fn try_from(mut raw: RawEvent<'_>) -> Result<Self, String> {
+        let actor = raw.actor.take();
+        let has_actor = actor.is_some();
+        let (actor_id, mut pairs) = match actor {
+            Some(actor) => (actor.id, actor.attributes.0),
+            None => (None, Vec::new()),
+        };
+        // Docker sends them sorted; sort otherwise, keeping the last of a
+        // repeated key as a map would.
+        if !pairs.windows(2).all(|w| w[0].0 < w[1].0) {
+            pairs.reverse();
+            pairs.sort_by(|a, b| a.0.cmp(&b.0));
+            pairs.dedup_by(|later, earlier| later.0 == earlier.0);
+        }
+        let strings = [
+            raw.kind.as_deref(),
+            raw.action.as_deref(),
+            raw.scope.as_deref(),
+            raw.status.as_deref(),
+            raw.id.as_deref(),
+            raw.from.as_deref(),
+            actor_id.as_deref(),
+        ];
+        PACKING.with(|packing| {
+            let mut text = packing.borrow_mut();
+            text.clear();
+            let mut fields = [Span::NONE; FIELDS];
+            for (slot, value) in fields.iter_mut().zip(strings) {
+                *slot = put(&mut text, value)?;
+            }
+            let mut attributes = SmallVec::with_capacity(pairs.len());
+            for (key, value) in &pairs {
+                attributes.push((put(&mut text, Some(key))?, put(&mut text, Some(value))?));
+            }
+            Ok(DockerEvent {
+                text: Arc::from(text.as_str()),
+                fields,
+                attributes,
+                has_actor,
+                time: raw.time,
+                time_nano: raw.time_nano,
+            })
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for DockerEvent {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = RawEvent::deserialize(deserializer)?;
+        DockerEvent::try_from(raw).map_err(de::Error::custom)
+    }
+}
+
+impl Serialize for DockerEvent {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        let texts = [
+            ("Type", self.kind()),
+            ("Action", self.action()),
+            ("scope", self.scope()),
+            ("status", self.status()),
+            ("id", self.id()),
+            ("from", self.from()),
+        ];
+        for (name, value) in texts {
+            if let Some(value) = value {
+                map.serialize_entry(name, value)?;
+            }
+        }
+        if let Some(actor) = self.actor() {
+            map.serialize_entry("Actor", &ActorJson(actor))?;
+        }
+        if let Some(time) = self.time {
+            map.serialize_entry("time", &time)?;
+        }
+        if let Some(time_nano) = self.time_nano {
+            map.serialize_entry("timeNano", &time_nano)?;
+        }
+        map.end()
+    }
+}
+
+struct ActorJson<'a>(DockerEventActor<'a>);
+
+impl Serialize for ActorJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        if let Some(id) = self.0.id() {
+            map.serialize_entry("ID", id)?;
+        }
+        map.serialize_entry("Attributes", &AttributesJson(self.0))?;
+        map.end()
+    }
+}
+
+struct AttributesJson<'a>(DockerEventActor<'a>);
+
+impl Serialize for AttributesJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.attributes())
     }
 }
 
@@ -126,41 +500,35 @@ impl DockerEvent {
 mod tests {
     use super::*;
 
+    fn parse(json: &str) -> DockerEvent {
+        DockerEvent::from_json(json.as_bytes()).unwrap()
+    }
+
     #[test]
     fn null_attributes_and_missing_actor_are_accepted() {
-        let event = DockerEvent::from_json(
-            br#"{"Type":"container","Action":"start","Actor":{"ID":"ab","Attributes":null}}"#,
-        )
-        .unwrap();
+        let event =
+            parse(r#"{"Type":"container","Action":"start","Actor":{"ID":"ab","Attributes":null}}"#);
         assert_eq!(event.actor_id(), Some("ab"));
-        assert!(event.actor.unwrap().attributes.is_empty());
+        assert_eq!(event.actor().unwrap().attributes().len(), 0);
 
-        let bare = DockerEvent::from_json(br#"{"Type":"daemon","time":5}"#).unwrap();
-        assert_eq!(bare.actor, None);
+        let bare = parse(r#"{"Type":"daemon","time":5}"#);
+        assert!(bare.actor().is_none());
         assert_eq!(bare.timestamp_nanos(), Some(5_000_000_000));
     }
 
     #[test]
     fn time_nano_wins_over_time_and_is_never_added_to_it() {
-        let event =
-            DockerEvent::from_json(br#"{"time":1700000000,"timeNano":1700000000000000123}"#)
-                .unwrap();
+        let event = parse(r#"{"time":1700000000,"timeNano":1700000000000000123}"#);
         assert_eq!(event.timestamp_nanos(), Some(1_700_000_000_000_000_123));
     }
 
     #[test]
     fn action_parts() {
-        let event = DockerEvent {
-            action: Some("exec_create: /bin/sh -c true".into()),
-            ..DockerEvent::default()
-        };
+        let event = parse(r#"{"Action":"exec_create: /bin/sh -c true"}"#);
         assert_eq!(event.action_name(), Some("exec_create"));
         assert_eq!(event.action_detail(), Some("/bin/sh -c true"));
 
-        let plain = DockerEvent {
-            action: Some("die".into()),
-            ..DockerEvent::default()
-        };
+        let plain = parse(r#"{"status":"die"}"#);
         assert_eq!(plain.action_name(), Some("die"));
         assert_eq!(plain.action_detail(), None);
     }
@@ -170,5 +538,35 @@ mod tests {
         assert!(DockerEvent::from_json(br#"{"Type":"x","NewField":[1,2]}"#).is_ok());
         let err = DockerEvent::from_json(b"<html>").unwrap_err();
         assert!(matches!(err, crate::Error::Decode { ref excerpt, .. } if excerpt == "<html>"));
+    }
+
+    #[test]
+    fn escaped_unsorted_and_repeated_attributes() {
+        let event = parse(
+            r#"{"Actor":{"ID":"a\"b","Attributes":{"z":"1","a":"x\ny","z":"2","m":"\u00e9"}}}"#,
+        );
+        assert_eq!(event.actor_id(), Some("a\"b"));
+        let pairs: Vec<(&str, &str)> = event.actor().unwrap().attributes().collect();
+        assert_eq!(pairs, [("a", "x\ny"), ("m", "é"), ("z", "2")]);
+        assert_eq!(event.attribute("z"), Some("2"));
+        assert_eq!(event.attribute("missing"), None);
+    }
+
+    #[test]
+    fn an_empty_string_is_present_and_an_absent_field_is_not() {
+        let event = parse(r#"{"Type":"","Actor":{}}"#);
+        assert_eq!(event.kind(), Some(""));
+        assert_eq!(event.action(), None);
+        assert_eq!(event.actor().unwrap().id(), None);
+        let json = serde_json::to_string(&event).unwrap();
+        assert_eq!(json, r#"{"Type":"","Actor":{"Attributes":{}}}"#);
+    }
+
+    #[test]
+    fn the_default_event_is_empty() {
+        let event = DockerEvent::default();
+        assert_eq!(event.kind(), None);
+        assert!(event.actor().is_none());
+        assert_eq!(serde_json::to_string(&event).unwrap(), "{}");
     }
 }

@@ -25,7 +25,7 @@
 //!         println!(
 //!             "endpoint {}: {} {}",
 //!             result.endpoint_id,
-//!             event.action.as_deref().unwrap_or("?"),
+//!             event.action().unwrap_or("?"),
 //!             event.attribute("name").unwrap_or("?"),
 //!         );
 //!     }

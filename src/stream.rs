@@ -63,12 +63,18 @@ impl EventStream {
     ///
     /// let input = b"{\"Type\":\"container\",\"Action\":\"start\"}\r\n\r\n{\"Type\":\"image\"}\n";
     /// let kinds: Vec<String> = EventStream::from_reader(&input[..], 1024)
-    ///     .map(|event| event.unwrap().kind.unwrap())
+    ///     .map(|event| event.unwrap().kind().unwrap().to_string())
     ///     .collect();
     /// assert_eq!(kinds, ["container", "image"]);
     /// ```
     pub fn from_reader(reader: impl Read + Send + 'static, max_line_length: usize) -> Self {
         EventStream::new(reader, Arc::new(Cancel::default()), max_line_length)
+    }
+
+    /// Whether the next event is already buffered, so that `next` returns it
+    /// without waiting for the network.
+    pub(crate) fn has_buffered_event(&self) -> bool {
+        !self.done && self.lines.has_complete_line()
     }
 
     /// A handle that ends this stream from another thread, even while `next`

@@ -165,7 +165,7 @@ fn actions(items: &[Result<DockerEvent, Error>]) -> Vec<String> {
     items
         .iter()
         .map(|item| match item {
-            Ok(event) => event.action.clone().unwrap_or_default(),
+            Ok(event) => event.action().map(str::to_string).unwrap_or_default(),
             Err(err) => format!("error: {err}"),
         })
         .collect()
@@ -255,7 +255,7 @@ fn overlong_line_is_reported_and_skipped() {
         "{:?}",
         items[0]
     );
-    assert_eq!(items[1].as_ref().unwrap().action.as_deref(), Some("start"));
+    assert_eq!(items[1].as_ref().unwrap().action(), Some("start"));
     assert_eq!(items.len(), 2);
 }
 

@@ -149,16 +149,13 @@ fn events_with_type_and_action_filters_yield_only_matches() {
         .unwrap();
     assert!(!events.is_empty());
     for event in &events {
-        assert_eq!(event.kind.as_deref(), Some("container"));
-        assert!(
-            matches!(event.action.as_deref(), Some("start" | "die")),
-            "{event:?}"
-        );
+        assert_eq!(event.kind(), Some("container"));
+        assert!(matches!(event.action(), Some("start" | "die")), "{event:?}");
     }
     let ours: Vec<&str> = events
         .iter()
         .filter(|e| e.attribute("name") == Some(name.as_str()))
-        .filter_map(|e| e.action.as_deref())
+        .filter_map(|e| e.action())
         .collect();
     assert_eq!(ours, ["start", "die"]);
 }

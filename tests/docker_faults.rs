@@ -87,7 +87,7 @@ fn by_endpoint(results: &[ListenerResult]) -> BTreeMap<u64, Vec<DockerEvent>> {
     for result in results {
         map.entry(result.endpoint_id)
             .or_default()
-            .push(result.event.clone());
+            .push(DockerEvent::clone(&result.event));
     }
     map
 }
@@ -95,7 +95,7 @@ fn by_endpoint(results: &[ListenerResult]) -> BTreeMap<u64, Vec<DockerEvent>> {
 fn destroyed(events: &[DockerEvent], name: &str) -> bool {
     events
         .iter()
-        .any(|e| e.attribute("name") == Some(name) && e.action.as_deref() == Some("destroy"))
+        .any(|e| e.attribute("name") == Some(name) && e.action() == Some("destroy"))
 }
 
 #[test]
@@ -237,11 +237,11 @@ fn the_listener_recovers_when_the_daemon_restarts() {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !destroyed(&seen, &after) {
         let left = deadline.saturating_duration_since(Instant::now());
-        seen.push(
-            rx.recv_timeout(left)
+        seen.push(DockerEvent::clone(
+            &rx.recv_timeout(left)
                 .expect("events after the restart")
                 .event,
-        );
+        ));
     }
     assert!(destroyed(&seen, &before));
     let status = listener.status();

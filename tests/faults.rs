@@ -137,8 +137,8 @@ fn odd_but_valid_events_are_delivered() {
     listener.start().unwrap();
     let got = exactly(&rx, 3);
     assert_eq!(actors(&got), ["x1", "-", "ab"]);
-    assert!(got[0].event.actor.as_ref().unwrap().attributes.is_empty());
-    assert_eq!(got[1].event.actor, None);
+    assert_eq!(got[0].event.actor().unwrap().attributes().len(), 0);
+    assert!(got[1].event.actor().is_none());
     listener.stop();
 }
 

@@ -26,18 +26,15 @@ fn fixture_fields_land_where_expected() {
         .collect();
     let create = events
         .iter()
-        .find(|e| e.kind.as_deref() == Some("container") && e.action.as_deref() == Some("create"))
+        .find(|e| e.kind() == Some("container") && e.action() == Some("create"))
         .unwrap();
     assert_eq!(create.attribute("name"), Some("web1"));
     assert_eq!(create.attribute("com.example.note"), Some("a b=c"));
-    assert_eq!(create.from.as_deref(), Some("bb:latest"));
-    assert_eq!(create.status.as_deref(), Some("create"));
+    assert_eq!(create.from(), Some("bb:latest"));
+    assert_eq!(create.status(), Some("create"));
     assert_eq!(create.timestamp_nanos(), Some(1_796_300_697_806_257_370));
 
-    let die = events
-        .iter()
-        .find(|e| e.action.as_deref() == Some("die"))
-        .unwrap();
+    let die = events.iter().find(|e| e.action() == Some("die")).unwrap();
     assert!(die.attribute("exitCode").is_some());
 
     let health = events
@@ -46,11 +43,12 @@ fn fixture_fields_land_where_expected() {
         .unwrap();
     assert_eq!(health.action_detail(), Some("healthy"));
 
-    let daemon = events
-        .iter()
-        .find(|e| e.kind.as_deref() == Some("daemon"))
-        .unwrap();
-    assert_eq!(daemon.status, None, "daemon events carry no legacy fields");
+    let daemon = events.iter().find(|e| e.kind() == Some("daemon")).unwrap();
+    assert_eq!(
+        daemon.status(),
+        None,
+        "daemon events carry no legacy fields"
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -88,7 +88,7 @@ pub struct BorrowedActor<'a> {
     #[serde(rename = "ID", borrow)]
     pub id: Option<Cow<'a, str>>,
     #[serde(rename = "Attributes", borrow)]
-    pub attributes: Option<HashMap<Cow<'a, str>, Cow<'a, str>>>,
+    pub attributes: Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>>,
 }
 
 /// How the server cuts the body into HTTP chunks.

@@ -4,18 +4,20 @@
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crossbeam_channel::{Receiver, TrySendError, select};
 
-use super::{ListenerResult, Shared};
+use super::{Batch, Shared};
 
 pub(super) struct Dispatcher {
     pub(super) generation: u64,
     /// Set when every reader has ended and the queue is drained.
     pub(super) ended: Arc<AtomicBool>,
     pub(super) shared: Arc<Shared>,
-    pub(super) events: Receiver<ListenerResult>,
+    pub(super) events: Receiver<Batch>,
+    /// Events queued by the readers and not yet delivered.
+    pub(super) queued: Arc<AtomicUsize>,
     /// Never carries a message: it disconnects when the listener stops.
     pub(super) stop: Receiver<()>,
     pub(super) stopping: Arc<AtomicBool>,
@@ -29,7 +31,7 @@ impl Dispatcher {
         loop {
             select! {
                 recv(self.events) -> message => match message {
-                    Ok(result) => self.deliver(&result),
+                    Ok(batch) => self.deliver(batch),
                     Err(_) => {
                         self.ended.store(true, Ordering::Release);
                         break;
@@ -46,21 +48,27 @@ impl Dispatcher {
         log::debug!("dispatcher finished");
     }
 
-    fn deliver(&self, result: &ListenerResult) {
+    /// Hands a batch to the callbacks, each event to all of them in turn,
+    /// then to the subscribers.
+    fn deliver(&self, batch: Batch) {
+        let count = batch.len();
         let callbacks = self.shared.callbacks.read().clone();
-        for callback in callbacks.iter() {
-            if self.stopping.load(Ordering::Acquire) {
-                return;
-            }
-            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| (callback.function)(result))) {
-                log::error!(
-                    "callback {} panicked on an event of endpoint {}: {}",
-                    callback.id.0,
-                    result.endpoint_id,
-                    panic_message(&panic)
-                );
+        for result in &batch {
+            for callback in callbacks.iter() {
+                if self.stopping.load(Ordering::Acquire) {
+                    return;
+                }
+                if let Err(panic) = catch_unwind(AssertUnwindSafe(|| (callback.function)(result))) {
+                    log::error!(
+                        "callback {} panicked on an event of endpoint {}: {}",
+                        callback.id.0,
+                        result.endpoint_id,
+                        panic_message(&panic)
+                    );
+                }
             }
         }
+        self.queued.fetch_sub(count, Ordering::AcqRel);
         if self.stopping.load(Ordering::Acquire) {
             return;
         }
@@ -69,24 +77,26 @@ impl Dispatcher {
             return;
         }
         subscribers.events.retain_mut(|subscriber| {
-            match subscriber.sender.try_send(result.clone()) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_)) => {
-                    subscriber.dropped += 1;
-                    if subscriber.dropped == 1 {
-                        log::warn!(
-                            "a subscriber's queue is full: it misses events until it catches up"
-                        );
-                    } else {
-                        log::debug!("a subscriber has missed {} events", subscriber.dropped);
+            for result in &batch {
+                match subscriber.sender.try_send(result.clone()) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => {
+                        subscriber.dropped += 1;
+                        if subscriber.dropped == 1 {
+                            log::warn!(
+                                "a subscriber's queue is full: it misses events until it catches up"
+                            );
+                        } else {
+                            log::debug!("a subscriber has missed {} events", subscriber.dropped);
+                        }
                     }
-                    true
-                }
-                Err(TrySendError::Disconnected(_)) => {
-                    log::debug!("a subscriber's receiver was dropped; forgetting it");
-                    false
+                    Err(TrySendError::Disconnected(_)) => {
+                        log::debug!("a subscriber's receiver was dropped; forgetting it");
+                        return false;
+                    }
                 }
             }
+            true
         });
     }
 }

@@ -78,10 +78,7 @@ impl Refresher {
     /// Whether there are readers and all of them have ended for good.
     fn every_reader_ended(&self) -> bool {
         let readers = self.readers.lock();
-        !readers.is_empty()
-            && readers
-                .values()
-                .all(|reader| reader.status.lock().state.is_ended())
+        !readers.is_empty() && readers.values().all(|reader| reader.status.is_ended())
     }
 
     /// Starts readers for endpoints not followed yet, stops those of

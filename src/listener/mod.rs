@@ -12,7 +12,7 @@ use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle, ThreadId};
 use std::time::Duration;
 
@@ -29,6 +29,7 @@ use crate::transport::Cancel;
 use self::dispatcher::Dispatcher;
 use self::endpoints::Refresher;
 use self::reader::Reader;
+use self::status::Tracker;
 pub use self::status::{StreamState, StreamStatus};
 
 /// The default reconnect interval: 5 seconds.
@@ -42,12 +43,16 @@ pub const DEFAULT_ENDPOINT_REFRESH: Duration = Duration::from_secs(60);
 /// of each subscriber's channel: 65,536 events.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
 
+/// Events a reader hands to the dispatcher at once: those that were already
+/// buffered together, so a burst costs one hand-off rather than one per event.
+type Batch = Vec<ListenerResult>;
+
 /// One event and the endpoint it came from: what callbacks and subscribers get.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListenerResult {
     /// The endpoint the event came from.
     pub endpoint_id: u64,
-    /// The event.
+    /// The event. Cloning it is cheap: its text is shared.
     pub event: DockerEvent,
 }
 
@@ -299,7 +304,7 @@ fn duration_ms(duration: Duration) -> u64 {
 /// let client = Client::new("https://portainer.example.com", "ptr_xxx")?;
 /// let listener = Listener::builder(client).event_types(["container"]).build();
 /// listener.register_callback(|result| {
-///     println!("{}: {:?}", result.endpoint_id, result.event.action);
+///     println!("{}: {:?}", result.endpoint_id, result.event.action());
 /// });
 /// listener.start()?;
 /// // ... later
@@ -352,7 +357,7 @@ struct ReaderHandle {
     cancel: Arc<Cancel>,
     /// Dropped to wake the reader from a wait.
     wake: Option<Sender<()>>,
-    status: Arc<Mutex<StreamStatus>>,
+    status: Arc<Tracker>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -382,7 +387,9 @@ impl ReaderHandle {
 struct RunContext {
     generation: u64,
     shared: Arc<Shared>,
-    events: Sender<ListenerResult>,
+    events: Sender<Batch>,
+    /// Events handed to the dispatcher and not yet delivered.
+    queued: Arc<AtomicUsize>,
     /// Tells the refresher that a reader ended, when there is one.
     ended: Option<Sender<u64>>,
 }
@@ -391,7 +398,7 @@ impl RunContext {
     fn spawn_reader(&self, endpoint_id: u64) -> Result<ReaderHandle, Error> {
         let cancel = Arc::new(Cancel::default());
         let (wake, woken) = crossbeam_channel::bounded::<()>(0);
-        let status = Arc::new(Mutex::new(StreamStatus::new(endpoint_id)));
+        let status = Arc::new(Tracker::new(endpoint_id));
         let reader = Reader {
             generation: self.generation,
             endpoint_id,
@@ -399,6 +406,7 @@ impl RunContext {
             cancel: cancel.clone(),
             status: status.clone(),
             events: self.events.clone(),
+            queued: self.queued.clone(),
             stop: woken,
             ended: self.ended.clone(),
         };
@@ -597,13 +605,16 @@ impl Listener {
         let stopping = Arc::new(AtomicBool::new(false));
         let ended = Arc::new(AtomicBool::new(false));
         let (stop_sender, stop_receiver) = crossbeam_channel::bounded::<()>(0);
-        let (event_sender, event_receiver) = crossbeam_channel::bounded(self.shared.queue_capacity);
+        // Unbounded in batches, bounded in events by `queued`.
+        let (event_sender, event_receiver) = crossbeam_channel::unbounded();
+        let queued = Arc::new(AtomicUsize::new(0));
 
         let dispatcher = Dispatcher {
             generation,
             ended: ended.clone(),
             shared: self.shared.clone(),
             events: event_receiver,
+            queued: queued.clone(),
             stop: stop_receiver.clone(),
             stopping: stopping.clone(),
         };
@@ -628,6 +639,7 @@ impl Listener {
             generation,
             shared: self.shared.clone(),
             events: event_sender,
+            queued,
             ended: refresh.map(|_| ended_sender),
         };
         for &endpoint_id in endpoints {
@@ -723,7 +735,7 @@ impl Listener {
         }
         *self.last_status.lock() = readers
             .values()
-            .map(|reader| reader.status.lock().clone())
+            .map(|reader| reader.status.snapshot())
             .collect();
     }
 }
@@ -733,7 +745,7 @@ fn snapshot(readers: &Readers) -> Vec<StreamStatus> {
     readers
         .lock()
         .values()
-        .map(|reader| reader.status.lock().clone())
+        .map(|reader| reader.status.snapshot())
         .collect()
 }
 

@@ -2,14 +2,14 @@
 //! the dispatcher, and reconnects after failures until the listener stops.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
-use parking_lot::Mutex;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::reconnect::{Backoff, Resume};
-use super::status::{StreamState, StreamStatus};
-use super::{ListenerResult, Shared};
+use super::status::{StreamState, Tracker};
+use super::{Batch, ListenerResult, Shared};
 use crate::error::Error;
 use crate::query::Timestamp;
 use crate::stream::EventStream;
@@ -20,13 +20,21 @@ pub(super) struct Reader {
     pub(super) endpoint_id: u64,
     pub(super) shared: Arc<Shared>,
     pub(super) cancel: Arc<Cancel>,
-    pub(super) status: Arc<Mutex<StreamStatus>>,
-    pub(super) events: Sender<ListenerResult>,
+    pub(super) status: Arc<Tracker>,
+    pub(super) events: Sender<Batch>,
+    /// Events handed to the dispatcher and not yet delivered, all readers'.
+    pub(super) queued: Arc<AtomicUsize>,
     /// Never carries a message: it disconnects when this reader must stop.
     pub(super) stop: Receiver<()>,
     /// Where to say that this reader has ended, when someone listens.
     pub(super) ended: Option<Sender<u64>>,
 }
+
+/// The most events handed to the dispatcher at once.
+const MAX_BATCH: usize = 256;
+
+/// Room for the events of a typical burst, so a batch seldom grows.
+const FRESH_BATCH: usize = 64;
 
 /// How one connection ended.
 enum Outcome {
@@ -59,17 +67,17 @@ impl Reader {
                 break;
             }
             if attempts > 0 {
-                self.status.lock().reconnects += 1;
+                Tracker::bump(&self.status.reconnects);
             }
             attempts += 1;
             self.set_state(StreamState::Connecting);
             let opened_at = Instant::now();
-            let delivered_before = self.status.lock().events_delivered;
+            let delivered_before = self.status.delivered.load(Ordering::Relaxed);
             let outcome = self.connect_once(&mut resume, &mut failing);
 
             // A stream that delivered or stayed up has proved the endpoint
             // healthy: the next failure is news again, and waits start over.
-            let delivered = self.status.lock().events_delivered > delivered_before;
+            let delivered = self.status.delivered.load(Ordering::Relaxed) > delivered_before;
             if delivered || opened_at.elapsed() >= self.shared.reconnect_interval() {
                 backoff.reset();
                 self.recovered(&mut failing);
@@ -161,14 +169,23 @@ impl Reader {
         }
     }
 
-    /// Passes the stream's events on until it ends.
+    /// Passes the stream's events on until it ends. Events that arrived
+    /// together are handed to the dispatcher together, just before the
+    /// reader would wait for the network again.
     fn pump(
         &self,
-        stream: EventStream,
+        mut stream: EventStream,
         resume: &mut Resume,
         failing: &mut Option<String>,
     ) -> Outcome {
-        for item in stream {
+        let mut batch = Batch::with_capacity(FRESH_BATCH);
+        let broken = loop {
+            if !batch.is_empty() && (batch.len() >= MAX_BATCH || !stream.has_buffered_event()) {
+                self.hand_over(&mut batch);
+            }
+            let Some(item) = stream.next() else {
+                break None;
+            };
             if self.is_stopping() {
                 return Outcome::Stopped;
             }
@@ -182,65 +199,84 @@ impl Reader {
                         continue;
                     }
                     self.recovered(failing);
-                    self.forward(
-                        ListenerResult {
-                            endpoint_id: self.endpoint_id,
-                            event,
-                        },
-                        resume.last(),
-                    );
+                    if self.shared.debug {
+                        log::debug!(
+                            "endpoint {}: {} {} {}",
+                            self.endpoint_id,
+                            event.kind().unwrap_or("-"),
+                            event.action().unwrap_or("-"),
+                            event.actor_id().unwrap_or("-")
+                        );
+                    }
+                    if let Some(last) = resume.last() {
+                        self.status.set_last_event(last);
+                    }
+                    batch.push(ListenerResult {
+                        endpoint_id: self.endpoint_id,
+                        event,
+                    });
                 }
                 Err(err) if err.is_line_error() => {
                     log::warn!("endpoint {}: skipped a line: {err}", self.endpoint_id);
-                    self.status.lock().lines_skipped += 1;
+                    Tracker::bump(&self.status.skipped);
                 }
-                Err(err) => {
-                    return Outcome::Retry {
-                        kind: err.kind_label(),
-                        reason: format!("event stream broke: {err}"),
-                    };
-                }
+                Err(err) => break Some(err),
             }
-        }
+        };
+        self.hand_over(&mut batch);
         if self.is_stopping() {
             return Outcome::Stopped;
         }
-        match self.window_is_over() {
-            true => Outcome::Finished,
-            false => Outcome::Retry {
+        match broken {
+            Some(err) => Outcome::Retry {
+                kind: err.kind_label(),
+                reason: format!("event stream broke: {err}"),
+            },
+            None if self.window_is_over() => Outcome::Finished,
+            None => Outcome::Retry {
                 kind: "end".into(),
                 reason: "the server ended the event stream".into(),
             },
         }
     }
 
-    fn forward(&self, result: ListenerResult, last: Option<Timestamp>) {
-        if self.shared.debug {
-            log::debug!(
-                "endpoint {}: {} {} {}",
-                self.endpoint_id,
-                result.event.kind.as_deref().unwrap_or("-"),
-                result.event.action.as_deref().unwrap_or("-"),
-                result.event.actor_id().unwrap_or("-")
-            );
+    /// Queues `batch` for the dispatcher, dropping (and counting) the events
+    /// that do not fit in the queue's capacity.
+    fn hand_over(&self, batch: &mut Batch) {
+        let count = batch.len();
+        if count == 0 {
+            return;
         }
-        let sent = self.events.try_send(result);
-        let mut status = self.status.lock();
-        status.last_event = last;
-        match sent {
-            Ok(()) => status.events_delivered += 1,
-            Err(TrySendError::Full(_)) => {
-                status.events_dropped += 1;
-                if status.events_dropped == 1 {
-                    log::warn!(
-                        "endpoint {}: the dispatcher's queue is full (callbacks too slow); \
-                         dropping events, counted in the status",
-                        self.endpoint_id
-                    );
-                }
+        let capacity = self.shared.queue_capacity;
+        let before = self.queued.fetch_add(count, Ordering::AcqRel);
+        let room = capacity.saturating_sub(before).min(count);
+        if room < count {
+            self.queued.fetch_sub(count - room, Ordering::AcqRel);
+            batch.truncate(room);
+            let dropped = (count - room) as u64;
+            let total = self.status.dropped.fetch_add(dropped, Ordering::Relaxed) + dropped;
+            if total == dropped {
+                log::warn!(
+                    "endpoint {}: the dispatcher's queue is full (callbacks too slow); \
+                     dropping events, counted in the status",
+                    self.endpoint_id
+                );
+            }
+            if room == 0 {
+                return;
+            }
+        }
+        let batch = std::mem::replace(batch, Batch::with_capacity(FRESH_BATCH));
+        match self.events.send(batch) {
+            Ok(()) => {
+                self.status
+                    .delivered
+                    .fetch_add(room as u64, Ordering::Relaxed);
             }
             // The dispatcher is gone, so the listener is stopping.
-            Err(TrySendError::Disconnected(_)) => {}
+            Err(_) => {
+                self.queued.fetch_sub(room, Ordering::AcqRel);
+            }
         }
     }
 
@@ -253,11 +289,7 @@ impl Reader {
 
     /// Records a new state and tells the status subscribers.
     fn set_state(&self, state: StreamState) {
-        let snapshot = {
-            let mut status = self.status.lock();
-            status.state = state;
-            status.clone()
-        };
+        let snapshot = self.status.set_state(state);
         self.shared.publish_status(self.generation, &snapshot);
     }
 

@@ -7,22 +7,12 @@ use std::time::Duration;
 use crate::event::DockerEvent;
 use crate::query::Timestamp;
 
-/// What identifies an event among those sharing its timestamp.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct EventKey {
-    kind: Option<String>,
-    action: Option<String>,
-    actor: Option<String>,
-}
-
-impl EventKey {
-    fn of(event: &DockerEvent) -> Self {
-        EventKey {
-            kind: event.kind.clone(),
-            action: event.action.clone().or_else(|| event.status.clone()),
-            actor: event.actor_id().map(str::to_string),
-        }
-    }
+/// Whether `replayed` is `delivered` again: the same type, action and actor.
+/// Used only among events that share a timestamp.
+fn same_event(delivered: &DockerEvent, replayed: &DockerEvent) -> bool {
+    delivered.kind() == replayed.kind()
+        && delivered.action_or_status() == replayed.action_or_status()
+        && delivered.actor_id() == replayed.actor_id()
 }
 
 /// Remembers the last event delivered on one endpoint, so that a new
@@ -36,8 +26,8 @@ impl EventKey {
 pub(crate) struct Resume {
     /// The newest timestamp delivered, in nanoseconds.
     last: Option<i64>,
-    /// The events delivered at `last`.
-    boundary: Vec<EventKey>,
+    /// The events delivered at `last` (cheap clones: their text is shared).
+    boundary: Vec<DockerEvent>,
 }
 
 impl Resume {
@@ -65,18 +55,17 @@ impl Resume {
         match self.last {
             Some(last) if time < last => true,
             Some(last) if time == last => {
-                let key = EventKey::of(event);
-                if self.boundary.contains(&key) {
+                if self.boundary.iter().any(|seen| same_event(seen, event)) {
                     false
                 } else {
-                    self.boundary.push(key);
+                    self.boundary.push(event.clone());
                     true
                 }
             }
             _ => {
                 self.last = Some(time);
                 self.boundary.clear();
-                self.boundary.push(EventKey::of(event));
+                self.boundary.push(event.clone());
                 true
             }
         }

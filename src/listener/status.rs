@@ -1,6 +1,9 @@
 //! What a program can read about each endpoint the listener follows.
 
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::SystemTime;
+
+use parking_lot::Mutex;
 
 use crate::query::Timestamp;
 
@@ -64,16 +67,62 @@ pub struct StreamStatus {
     pub events_dropped: u64,
 }
 
-impl StreamStatus {
+/// One reader's live status: its state behind a lock, taken only when the
+/// state changes, and counters the reader bumps on every event without one.
+#[derive(Debug)]
+pub(crate) struct Tracker {
+    endpoint_id: u64,
+    state: Mutex<StreamState>,
+    /// Nanoseconds of the newest event delivered; `i64::MIN` before any.
+    last_event: AtomicI64,
+    pub(crate) delivered: AtomicU64,
+    pub(crate) reconnects: AtomicU64,
+    pub(crate) skipped: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+}
+
+impl Tracker {
     pub(crate) fn new(endpoint_id: u64) -> Self {
-        StreamStatus {
+        Tracker {
             endpoint_id,
-            state: StreamState::Connecting,
-            last_event: None,
-            events_delivered: 0,
-            reconnects: 0,
-            lines_skipped: 0,
-            events_dropped: 0,
+            state: Mutex::new(StreamState::Connecting),
+            last_event: AtomicI64::new(i64::MIN),
+            delivered: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Records a new state; returns the status as it now stands.
+    pub(crate) fn set_state(&self, state: StreamState) -> StreamStatus {
+        *self.state.lock() = state;
+        self.snapshot()
+    }
+
+    pub(crate) fn is_ended(&self) -> bool {
+        self.state.lock().is_ended()
+    }
+
+    pub(crate) fn set_last_event(&self, time: Timestamp) {
+        self.last_event.store(time.unix_nanos(), Ordering::Relaxed);
+    }
+
+    /// Adds one to a counter; returns its new value.
+    pub(crate) fn bump(counter: &AtomicU64) -> u64 {
+        counter.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub(crate) fn snapshot(&self) -> StreamStatus {
+        let last = self.last_event.load(Ordering::Relaxed);
+        StreamStatus {
+            endpoint_id: self.endpoint_id,
+            state: self.state.lock().clone(),
+            last_event: (last != i64::MIN).then(|| Timestamp::from_unix_nanos(last)),
+            events_delivered: self.delivered.load(Ordering::Relaxed),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
+            lines_skipped: self.skipped.load(Ordering::Relaxed),
+            events_dropped: self.dropped.load(Ordering::Relaxed),
         }
     }
 }

@@ -125,13 +125,12 @@ pub fn lifecycle_by_endpoint(
 ) -> BTreeMap<u64, Vec<DockerEvent>> {
     let mut by_endpoint: BTreeMap<u64, Vec<DockerEvent>> = BTreeMap::new();
     for result in events {
-        if result.event.kind.as_deref() == Some("container")
-            && result.event.attribute("name") == Some(name)
+        if result.event.kind() == Some("container") && result.event.attribute("name") == Some(name)
         {
             by_endpoint
                 .entry(result.endpoint_id)
                 .or_default()
-                .push(result.event.clone());
+                .push(DockerEvent::clone(&result.event));
         }
     }
     by_endpoint
@@ -149,11 +148,9 @@ pub fn await_lifecycle(
     loop {
         let by_endpoint = lifecycle_by_endpoint(&seen, name);
         let destroyed = |id: &u64| {
-            by_endpoint.get(id).is_some_and(|events| {
-                events
-                    .iter()
-                    .any(|e| e.action.as_deref() == Some("destroy"))
-            })
+            by_endpoint
+                .get(id)
+                .is_some_and(|events| events.iter().any(|e| e.action() == Some("destroy")))
         };
         if endpoints.iter().all(destroyed) {
             return by_endpoint;
@@ -171,7 +168,7 @@ pub fn await_lifecycle(
 /// Checks that `events` hold create, start, die (exit code 3) and destroy,
 /// in that order.
 pub fn assert_lifecycle(events: &[DockerEvent], name: &str) {
-    let actions: Vec<&str> = events.iter().filter_map(|e| e.action.as_deref()).collect();
+    let actions: Vec<&str> = events.iter().filter_map(|e| e.action()).collect();
     let position = |action: &str| {
         actions
             .iter()
