@@ -33,6 +33,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Docker's events are well under 10 KiB.
 pub const DEFAULT_MAX_LINE_LENGTH: usize = 1024 * 1024;
 
+/// The input buffer of a stream's connection: room for the response head.
+const STREAM_INPUT_BUFFER: usize = 8 * 1024;
+
+/// The output buffer of a stream's connection: room for the request head.
+const STREAM_OUTPUT_BUFFER: usize = 4 * 1024;
+
 /// The most of an error body read to find Portainer's message.
 const ERROR_BODY_LIMIT: u64 = 64 * 1024;
 
@@ -705,6 +711,12 @@ impl Client {
             .timeout_recv_response(timeout)
             .timeout_recv_body(body_timeout)
             .max_idle_connections(0)
+            // ureq's defaults (128 KiB each way) would dominate the memory of
+            // a listener with many idle streams; the response head must still
+            // fit in the input buffer.
+            .input_buffer_size(STREAM_INPUT_BUFFER)
+            .max_response_header_size(STREAM_INPUT_BUFFER)
+            .output_buffer_size(STREAM_OUTPUT_BUFFER)
             .build();
         Agent::with_parts(
             config,

@@ -36,7 +36,10 @@ pub(crate) struct LineReader<R> {
 }
 
 /// How much is read at once.
-const READ_SIZE: usize = 16 * 1024;
+const READ_SIZE: usize = 8 * 1024;
+
+/// How much the first read asks for, before the stream has shown any traffic.
+const FIRST_READ_SIZE: usize = 1024;
 
 impl<R: Read> LineReader<R> {
     pub(crate) fn new(inner: R, max_line: usize) -> Self {
@@ -116,17 +119,23 @@ impl<R: Read> LineReader<R> {
     }
 
     /// Reads more into the buffer, moving unread bytes to its front first.
+    /// The first read is small: a stream that stays idle keeps a small buffer.
     fn fill(&mut self) -> io::Result<()> {
+        let want = if self.buf.is_empty() {
+            FIRST_READ_SIZE
+        } else {
+            READ_SIZE
+        };
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
-        } else if self.start > 0 && self.buf.len() - self.end < READ_SIZE {
+        } else if self.start > 0 && self.buf.len() - self.end < want {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        if self.buf.len() - self.end < READ_SIZE {
-            self.buf.resize(self.end + READ_SIZE, 0);
+        if self.buf.len() - self.end < want {
+            self.buf.resize(self.end + want, 0);
         }
         let amount = loop {
             match self.inner.read(&mut self.buf[self.end..]) {

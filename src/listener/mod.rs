@@ -618,7 +618,9 @@ impl Listener {
             stop: stop_receiver.clone(),
             stopping: stopping.clone(),
         };
-        let dispatcher = spawn("portainer dispatcher".into(), move || dispatcher.run())?;
+        let dispatcher = spawn_with("portainer dispatcher".into(), None, move || {
+            dispatcher.run()
+        })?;
         let mut run = Run {
             generation,
             stopping,
@@ -755,9 +757,26 @@ impl Drop for Listener {
     }
 }
 
+/// The stack of a reader or refresher thread. Parsing, HTTP and TLS need far
+/// less; a small reservation keeps a listener of a thousand endpoints light.
+/// The dispatcher, which runs the callbacks, keeps the platform's default.
+const WORKER_STACK: usize = 256 * 1024;
+
 fn spawn(name: String, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, Error> {
-    thread::Builder::new()
-        .name(name.clone())
+    spawn_with(name, Some(WORKER_STACK), body)
+}
+
+fn spawn_with(
+    name: String,
+    stack: Option<usize>,
+    body: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>, Error> {
+    let builder = thread::Builder::new().name(name.clone());
+    let builder = match stack {
+        Some(bytes) => builder.stack_size(bytes),
+        None => builder,
+    };
+    builder
         .spawn(body)
         .map_err(|err| Error::Config(format!("could not spawn thread {name:?}: {err}")))
 }
