@@ -232,6 +232,7 @@ pub fn raw_read_events(addr: SocketAddr) -> io::Result<usize> {
     let mut input = vec![0u8; 64 * 1024];
     let (mut start, mut end) = (0usize, 0usize);
     let mut body: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut body_start = 0;
     let mut count = 0;
     let mut head_done = false;
     // Bytes of the current chunk still to come; None while reading a size line.
@@ -291,17 +292,23 @@ pub fn raw_read_events(addr: SocketAddr) -> io::Result<usize> {
                     } else {
                         Some(left - take)
                     };
-                    let mut from = 0;
-                    while let Some(pos) = memchr::memchr(b'\n', &body[from..]) {
-                        let line = &body[from..from + pos];
+                    while let Some(pos) = memchr::memchr(b'\n', &body[body_start..]) {
+                        let line = &body[body_start..body_start + pos];
                         if !line.is_empty() {
                             let event: BorrowedEvent = serde_json::from_slice(line).unwrap();
                             std::hint::black_box(&event);
                             count += 1;
                         }
-                        from += pos + 1;
+                        body_start += pos + 1;
                     }
-                    body.drain(..from);
+                    // Forget consumed lines now and then, not after every chunk.
+                    if body_start == body.len() {
+                        body.clear();
+                        body_start = 0;
+                    } else if body_start > 32 * 1024 {
+                        body.drain(..body_start);
+                        body_start = 0;
+                    }
                 }
             }
         }
