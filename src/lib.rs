@@ -153,6 +153,8 @@
 //!   no Windows named pipes, no docker contexts). `DOCKER_TLS` without
 //!   `DOCKER_TLS_VERIFY` turns TLS on but, unlike the docker CLI, still
 //!   verifies the daemon's certificate.
+//! - On an event stream, the response head must fit in 8 KiB: the buffer is
+//!   kept small so that a listener with many idle streams stays light.
 //!
 //! # Minimum Rust version
 //!
