@@ -113,10 +113,10 @@ fn main() -> ExitCode {
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter))
         .target(env_logger::Target::Stderr)
-        // ureq's trace level dumps raw requests, API key included: never
-        // that far, whatever RUST_LOG says.
-        .filter_module("ureq", log::LevelFilter::Debug)
-        .filter_module("ureq_proto", log::LevelFilter::Debug)
+        // ureq's own logs are noise here, and its trace level dumps raw
+        // requests, API key included: warnings only, whatever RUST_LOG says.
+        .filter_module("ureq", log::LevelFilter::Warn)
+        .filter_module("ureq_proto", log::LevelFilter::Warn)
         .init();
     match run(args) {
         Ok(code) => code,
@@ -222,7 +222,9 @@ fn client(args: &Args) -> Result<Client, Box<dyn Error>> {
             let builder = Client::builder(url);
             match (&args.api_key, &args.username, &args.password) {
                 (Some(_), Some(_), _) => {
-                    return Err("give --api-key or --username, not both".into());
+                    return Err("give an API key (--api-key or PORTAINER_API_KEY) or \
+                                --username, not both"
+                        .into());
                 }
                 (Some(key), None, _) => builder.api_key(key),
                 (None, Some(username), Some(password)) => builder.login(username, password),
