@@ -110,19 +110,7 @@ fn recent_events_match_the_docker_cli_for_the_same_window() {
     let ours = client
         .recent_events(1, &EventQuery::new().since(since).until(until))
         .unwrap();
-    let cli: Vec<DockerEvent> = env
-        .docker(&[
-            "events",
-            "--since",
-            &since.to_string(),
-            "--until",
-            &until.to_string(),
-            "--format",
-            "{{json .}}",
-        ])
-        .lines()
-        .map(|line| DockerEvent::from_json(line.as_bytes()).unwrap())
-        .collect();
+    let cli: Vec<DockerEvent> = env.daemon_record(since, until);
     assert!(
         ours.iter()
             .any(|e| e.attribute("name") == Some(name.as_str())),

@@ -146,19 +146,7 @@ fn front_restarts_lose_and_repeat_nothing() {
     }
     listener.stop();
 
-    let record: Vec<DockerEvent> = env
-        .docker(&[
-            "events",
-            "--since",
-            &since.to_string(),
-            "--until",
-            &until.to_string(),
-            "--format",
-            "{{json .}}",
-        ])
-        .lines()
-        .map(|line| DockerEvent::from_json(line.as_bytes()).unwrap())
-        .collect();
+    let record: Vec<DockerEvent> = env.daemon_record(since, until);
     assert!(record.len() >= 28, "7 containers' events: {}", record.len());
     let map = by_endpoint(&seen);
     for id in [1, 2] {

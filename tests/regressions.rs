@@ -17,6 +17,15 @@ use common::{PATIENCE, TestServer, event_line, portainer, wait_for};
 const KEY: &str = "ptr_SECRET_reviewer_key";
 const T0: i64 = 1_700_000_000_000_000_000;
 
+/// A fake Portainer whose streams send one event and then stay open.
+fn one_event_then_silence() -> TestServer {
+    portainer("[]", |conn| {
+        conn.start_chunked("application/json");
+        conn.chunk(format!("{}\n", event_line("start", "a", T0)).as_bytes());
+        conn.hold();
+    })
+}
+
 fn tasks() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
 }
@@ -275,11 +284,7 @@ fn a_fn_pointer_registered_twice_is_called_once() {
     fn cb(_: &ListenerResult) {
         CALLS.fetch_add(1, Ordering::SeqCst);
     }
-    let server = portainer("[]", |conn| {
-        conn.start_chunked("application/json");
-        conn.chunk(format!("{}\n", event_line("start", "a", T0)).as_bytes());
-        conn.hold();
-    });
+    let server = one_event_then_silence();
     let listener = Listener::builder(Client::new(&server.url(), KEY).unwrap())
         .endpoint(1)
         .build();
@@ -297,11 +302,7 @@ fn a_fn_pointer_registered_twice_is_called_once() {
 /// is still running (it does not wait for the run to end).
 #[test]
 fn a_concurrent_stop_waits_for_the_callback() {
-    let server = portainer("[]", |conn| {
-        conn.start_chunked("application/json");
-        conn.chunk(format!("{}\n", event_line("start", "a", T0)).as_bytes());
-        conn.hold();
-    });
+    let server = one_event_then_silence();
     let listener = Arc::new(
         Listener::builder(Client::new(&server.url(), KEY).unwrap())
             .endpoint(1)
@@ -391,11 +392,7 @@ fn stop_racing_start_keeps_the_new_subscribers() {
 /// Drop the listener inside its own callback.
 #[test]
 fn dropping_the_listener_inside_its_callback_ends_its_threads() {
-    let server = portainer("[]", |conn| {
-        conn.start_chunked("application/json");
-        conn.chunk(format!("{}\n", event_line("start", "a", T0)).as_bytes());
-        conn.hold();
-    });
+    let server = one_event_then_silence();
     static SLOT: parking_lot::Mutex<Option<Listener>> = parking_lot::Mutex::new(None);
     static DROPPED: AtomicBool = AtomicBool::new(false);
     let base = tasks();

@@ -91,6 +91,26 @@ impl DockerEnv {
         (since, Timestamp::now(), name)
     }
 
+    /// The daemon's own record of a window, from the docker CLI.
+    pub fn daemon_record(
+        &self,
+        since: portainer::Timestamp,
+        until: portainer::Timestamp,
+    ) -> Vec<portainer::DockerEvent> {
+        self.docker(&[
+            "events",
+            "--since",
+            &since.to_string(),
+            "--until",
+            &until.to_string(),
+            "--format",
+            "{{json .}}",
+        ])
+        .lines()
+        .map(|line| portainer::DockerEvent::from_json(line.as_bytes()).unwrap())
+        .collect()
+    }
+
     /// Runs a container named `name` that exits with status 3, then removes
     /// it: create, start, die and destroy events.
     pub fn run_container(&self, name: &str) {
