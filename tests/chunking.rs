@@ -34,7 +34,7 @@ impl Read for Pieces {
 
 fn fixture_stream(crlf: bool) -> Vec<u8> {
     let ending = if crlf { "\r\n" } else { "\n" };
-    common::fixture_lines()
+    common::fixtures::fixture_lines()
         .iter()
         .map(|line| format!("{line}{ending}"))
         .collect::<String>()
@@ -42,7 +42,7 @@ fn fixture_stream(crlf: bool) -> Vec<u8> {
 }
 
 fn expected() -> Vec<DockerEvent> {
-    common::fixture_lines()
+    common::fixtures::fixture_lines()
         .iter()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect()

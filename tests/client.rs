@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use httpmock::prelude::*;
 use portainer::{Client, DockerEvent, Error, EventFilters, EventQuery, Timestamp};
 
-use common::{PATIENCE, TestServer, event_line, fixture_lines};
+use common::fixtures::fixture_lines;
+use common::{PATIENCE, TestServer, event_line};
 
 const KEY: &str = "ptr_secret_key_123";
 

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 #[test]
 fn every_fixture_line_round_trips_to_the_same_json() {
-    let lines = common::fixture_lines();
+    let lines = common::fixtures::fixture_lines();
     assert!(lines.len() > 40);
     for line in &lines {
         let event = DockerEvent::from_json(line.as_bytes()).expect(line);
@@ -19,7 +19,7 @@ fn every_fixture_line_round_trips_to_the_same_json() {
 
 #[test]
 fn fixture_fields_land_where_expected() {
-    let lines = common::fixture_lines();
+    let lines = common::fixtures::fixture_lines();
     let events: Vec<DockerEvent> = lines
         .iter()
         .map(|l| DockerEvent::from_json(l.as_bytes()).unwrap())
@@ -53,7 +53,7 @@ fn fixture_fields_land_where_expected() {
 
 #[test]
 fn listener_result_serialises_with_docker_names() {
-    let line = &common::fixture_lines()[2];
+    let line = &common::fixtures::fixture_lines()[2];
     let result = ListenerResult {
         endpoint_id: 3,
         event: DockerEvent::from_json(line.as_bytes()).unwrap(),

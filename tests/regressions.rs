@@ -26,11 +26,18 @@ fn one_event_then_silence() -> TestServer {
     })
 }
 
+/// A listener on endpoint 1 of `server`, with default settings.
+fn one_endpoint(server: &TestServer) -> Listener {
+    Listener::builder(Client::new(&server.url(), KEY).unwrap())
+        .endpoint(1)
+        .build()
+}
+
 fn tasks() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
 }
 
-/// A redirect to another host carries X-API-Key along.
+/// A redirect is not followed, so the API key never reaches another host.
 #[test]
 fn a_redirect_to_another_host_never_carries_the_api_key() {
     let other = TestServer::start(|conn| {
@@ -61,8 +68,8 @@ fn a_redirect_to_another_host_never_carries_the_api_key() {
     assert!(leaked.is_empty(), "key sent to another host: {leaked:?}");
 }
 
-/// stop() inside a callback, then start()+subscribe() from outside: the
-/// old dispatcher, on its way out, disconnects the NEW run's subscribers.
+/// After a stop() from inside a callback, a new run's subscribers are not
+/// disconnected by the old dispatcher on its way out, nor fed its events.
 #[test]
 fn stop_from_a_callback_then_restart_keeps_the_new_subscribers() {
     let server = portainer("[]", |conn| {
@@ -137,9 +144,7 @@ fn after_every_endpoint_ended_start_begins_a_new_run() {
             r#"{"message":"Invalid JWT token"}"#,
         )
     });
-    let listener = Listener::builder(Client::new(&server.url(), KEY).unwrap())
-        .endpoint(1)
-        .build();
+    let listener = one_endpoint(&server);
     let first = listener.subscribe();
     listener.start().unwrap();
     assert_eq!(
@@ -161,7 +166,7 @@ fn after_every_endpoint_ended_start_begins_a_new_run() {
     listener.stop();
 }
 
-/// Flapping stream (opens, ends at once): warn once, then debug?
+/// A stream that opens and ends at once, again and again, warns once.
 #[test]
 fn a_flapping_stream_warns_once() {
     common::capture_logs();
@@ -187,7 +192,7 @@ fn a_flapping_stream_warns_once() {
     assert!(warns <= 1, "warned {warns} times, info {infos} times");
 }
 
-/// reconnect_interval 0: backoff never grows -> hot loop.
+/// A zero reconnect interval still waits and backs off: no busy loop.
 #[test]
 fn a_zero_interval_still_backs_off() {
     let hits = Arc::new(AtomicUsize::new(0));
@@ -207,7 +212,8 @@ fn a_zero_interval_still_backs_off() {
     assert!(n < 20, "{n} requests in one second with backoff");
 }
 
-/// HTTP/1.0 close-delimited body: events delivered while open?
+/// An HTTP/1.0 body delimited by the connection's close delivers events as
+/// they arrive.
 #[test]
 fn an_http10_close_delimited_stream_is_live() {
     let server = portainer("[]", |conn| {
@@ -240,7 +246,7 @@ fn an_http10_close_delimited_stream_is_live() {
     );
 }
 
-/// Content-Length body with events, then until-style close.
+/// A body with a Content-Length instead of chunks delivers every event.
 #[test]
 fn a_content_length_body_delivers_all_events() {
     let server = portainer("[]", |conn| {
@@ -261,14 +267,11 @@ fn a_content_length_body_delivers_all_events() {
     assert_eq!(events.len(), 2);
 }
 
-/// stop latency while connected to a server that never answers headers,
-/// and while in a slow endpoints() (all-endpoints mode).
+/// stop() returns while a server never sends response headers.
 #[test]
 fn stop_returns_while_headers_never_come() {
     let server = portainer("[]", |conn| conn.hold());
-    let listener = Listener::builder(Client::new(&server.url(), KEY).unwrap())
-        .endpoint(1)
-        .build();
+    let listener = one_endpoint(&server);
     listener.start().unwrap();
     thread::sleep(Duration::from_millis(200));
     let t = Instant::now();
@@ -277,7 +280,7 @@ fn stop_returns_while_headers_never_come() {
     assert!(e < PATIENCE, "{e:?}");
 }
 
-/// Dedupe of a function pointer (a "function" to most users).
+/// A `fn` pointer registered twice is called once per event.
 #[test]
 fn a_fn_pointer_registered_twice_is_called_once() {
     static CALLS: AtomicUsize = AtomicUsize::new(0);
@@ -285,9 +288,7 @@ fn a_fn_pointer_registered_twice_is_called_once() {
         CALLS.fetch_add(1, Ordering::SeqCst);
     }
     let server = one_event_then_silence();
-    let listener = Listener::builder(Client::new(&server.url(), KEY).unwrap())
-        .endpoint(1)
-        .build();
+    let listener = one_endpoint(&server);
     let f: fn(&ListenerResult) = cb;
     let a = listener.register_callback(f);
     let b = listener.register_callback(f);
@@ -298,16 +299,12 @@ fn a_fn_pointer_registered_twice_is_called_once() {
     assert_eq!(CALLS.load(Ordering::SeqCst), 1, "ids {a:?} {b:?}");
 }
 
-/// Two threads call stop() at once: the second returns while a callback
-/// is still running (it does not wait for the run to end).
+/// A second stop() racing the first waits, like it, for the callback under
+/// way to finish.
 #[test]
 fn a_concurrent_stop_waits_for_the_callback() {
     let server = one_event_then_silence();
-    let listener = Arc::new(
-        Listener::builder(Client::new(&server.url(), KEY).unwrap())
-            .endpoint(1)
-            .build(),
-    );
+    let listener = Arc::new(one_endpoint(&server));
     static IN_CB: AtomicBool = AtomicBool::new(false);
     static DONE: AtomicBool = AtomicBool::new(false);
     listener.register_callback(|_r: &ListenerResult| {
@@ -330,8 +327,8 @@ fn a_concurrent_stop_waits_for_the_callback() {
     );
 }
 
-/// stop() on thread A (slow callback under way) while thread B does
-/// subscribe()+start(): A's finish clears B's new subscribers.
+/// A stop() on one thread (a slow callback under way) does not disconnect
+/// the subscribers of a start() racing it on another.
 #[test]
 fn stop_racing_start_keeps_the_new_subscribers() {
     let server = portainer("[]", |conn| {
@@ -352,11 +349,7 @@ fn stop_racing_start_keeps_the_new_subscribers() {
         }
         conn.hold();
     });
-    let listener = Arc::new(
-        Listener::builder(Client::new(&server.url(), KEY).unwrap())
-            .endpoint(1)
-            .build(),
-    );
+    let listener = Arc::new(one_endpoint(&server));
     static IN_CB: AtomicBool = AtomicBool::new(false);
     static FIRST: AtomicBool = AtomicBool::new(true);
     listener.register_callback(|_r: &ListenerResult| {
@@ -389,16 +382,14 @@ fn stop_racing_start_keeps_the_new_subscribers() {
     );
 }
 
-/// Drop the listener inside its own callback.
+/// Dropping the listener inside its own callback ends its threads.
 #[test]
 fn dropping_the_listener_inside_its_callback_ends_its_threads() {
     let server = one_event_then_silence();
     static SLOT: parking_lot::Mutex<Option<Listener>> = parking_lot::Mutex::new(None);
     static DROPPED: AtomicBool = AtomicBool::new(false);
     let base = tasks();
-    let listener = Listener::builder(Client::new(&server.url(), KEY).unwrap())
-        .endpoint(1)
-        .build();
+    let listener = one_endpoint(&server);
     listener.register_callback(|_r: &ListenerResult| {
         let l = SLOT.lock().take();
         drop(l);

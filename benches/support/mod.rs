@@ -17,18 +17,10 @@ use std::thread::{self, JoinHandle};
 use parking_lot::Mutex;
 use serde::Deserialize;
 
-/// The real daemon output the generated events follow.
-pub fn fixture_lines() -> Vec<String> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/dockerd-20.10-events.jsonl"
-    );
-    std::fs::read_to_string(path)
-        .expect("fixture present")
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
+#[path = "../../tests/common/fixtures.rs"]
+mod fixtures;
+
+pub use self::fixtures::fixture_lines;
 
 /// `count` events in the fixture's proportions of types and actions, each
 /// with its own time, about 500 bytes each (a compose project's labels, as

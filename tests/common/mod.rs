@@ -5,6 +5,7 @@
 
 pub mod daemon;
 pub mod docker;
+pub mod fixtures;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -14,19 +15,6 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-
-/// The fixture of real daemon output, one event per line.
-pub fn fixture_lines() -> Vec<String> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/dockerd-20.10-events.jsonl"
-    );
-    std::fs::read_to_string(path)
-        .expect("fixture present")
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
 
 /// An event line with the given action, actor and time.
 pub fn event_line(action: &str, actor: &str, time_nano: i64) -> String {
