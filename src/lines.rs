@@ -55,12 +55,6 @@ impl<R: Read> LineReader<R> {
         }
     }
 
-    /// Whether a complete line is already buffered, so that the next call
-    /// returns without reading.
-    pub(crate) fn has_complete_line(&self) -> bool {
-        memchr::memchr(b'\n', &self.buf[self.start + self.scanned..self.end]).is_some()
-    }
-
     pub(crate) fn max_line(&self) -> usize {
         self.max_line
     }

@@ -71,12 +71,6 @@ impl EventStream {
         EventStream::new(reader, Arc::new(Cancel::default()), max_line_length)
     }
 
-    /// Whether the next event is already buffered, so that `next` returns it
-    /// without waiting for the network.
-    pub(crate) fn has_buffered_event(&self) -> bool {
-        !self.done && self.lines.has_complete_line()
-    }
-
     /// A handle that ends this stream from another thread, even while `next`
     /// is blocked waiting for an event.
     pub fn canceller(&self) -> StreamCanceller {

@@ -9,6 +9,7 @@
 //! CONNECT proxy first (it opens its own socket to the proxy through the
 //! whole chain again), then our socket, then TLS when the URL is `https`.
 
+use std::cell::Cell;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::mem::MaybeUninit;
@@ -52,6 +53,61 @@ impl Default for Keepalive {
             retries: 3,
         }
     }
+}
+
+thread_local! {
+    /// What this thread runs just before one of its socket reads waits for
+    /// data that has not arrived yet; see [`with_wait_hook`].
+    static BEFORE_WAIT: Cell<Option<Box<dyn FnMut()>>> = const { Cell::new(None) };
+}
+
+/// Runs `body` with `hook` called each time a read on this thread is about to
+/// wait for the network: when the socket holds no byte yet. A reader that
+/// holds results back while more input is on hand uses it to pass them on
+/// before it would sleep. Without a hook, reads cost no extra system call.
+pub(crate) fn with_wait_hook<T>(hook: impl FnMut() + 'static, body: impl FnOnce() -> T) -> T {
+    struct Clear;
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            BEFORE_WAIT.with(|slot| slot.set(None));
+        }
+    }
+    BEFORE_WAIT.with(|slot| slot.set(Some(Box::new(hook))));
+    let _clear = Clear;
+    body()
+}
+
+/// Calls this thread's wait hook, if it has one and `socket` has nothing to
+/// read yet.
+fn before_wait(socket: &Socket) {
+    BEFORE_WAIT.with(|slot| {
+        if let Some(mut hook) = slot.take() {
+            if would_wait(socket) {
+                hook();
+            }
+            slot.set(Some(hook));
+        }
+    });
+}
+
+/// Whether a read on `socket` would block now: nothing is buffered, and the
+/// peer has neither sent more nor closed.
+#[cfg(unix)]
+fn would_wait(socket: &Socket) -> bool {
+    let mut probe = [MaybeUninit::<u8>::uninit()];
+    match socket.recv_with_flags(&mut probe, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+        Ok(_) => false,
+        Err(err) => matches!(
+            err.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+        ),
+    }
+}
+
+/// Elsewhere, the check is not made and every read counts as a wait.
+#[cfg(not(unix))]
+fn would_wait(_socket: &Socket) -> bool {
+    true
 }
 
 /// Where the connector opens its sockets.
@@ -336,6 +392,7 @@ impl Transport for SocketTransport {
             timeout.not_zero().map(|t| *t),
             |t| socket.set_read_timeout(t),
         )?;
+        before_wait(&self.socket);
         let input = self.buffers.input_append_buf();
         let amount = loop {
             match (&self.socket).read(input) {

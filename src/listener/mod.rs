@@ -3,6 +3,7 @@
 
 mod dispatcher;
 mod endpoints;
+mod handoff;
 mod reader;
 mod reconnect;
 mod status;
@@ -28,6 +29,7 @@ use crate::transport::Cancel;
 
 use self::dispatcher::Dispatcher;
 use self::endpoints::Refresher;
+use self::handoff::Handoff;
 use self::reader::Reader;
 use self::status::Tracker;
 pub use self::status::{StreamState, StreamStatus};
@@ -405,13 +407,18 @@ impl RunContext {
             shared: self.shared.clone(),
             cancel: cancel.clone(),
             status: status.clone(),
-            events: self.events.clone(),
-            queued: self.queued.clone(),
             stop: woken,
             ended: self.ended.clone(),
         };
+        let handoff = Handoff::new(
+            endpoint_id,
+            self.events.clone(),
+            self.queued.clone(),
+            self.shared.queue_capacity,
+            status.clone(),
+        );
         let thread = spawn(format!("portainer reader {endpoint_id}"), move || {
-            reader.run()
+            reader.run(handoff)
         })?;
         Ok(ReaderHandle {
             cancel,

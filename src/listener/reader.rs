@@ -1,19 +1,22 @@
 //! One reader thread per endpoint: opens the event stream, passes events to
 //! the dispatcher, and reconnects after failures until the listener stops.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use super::handoff::Handoff;
 use super::reconnect::{Backoff, Resume};
 use super::status::{StreamState, Tracker};
-use super::{Batch, ListenerResult, Shared};
+use super::{ListenerResult, Shared};
 use crate::error::Error;
 use crate::query::Timestamp;
 use crate::stream::EventStream;
-use crate::transport::Cancel;
+use crate::transport::{self, Cancel};
 
 pub(super) struct Reader {
     pub(super) generation: u64,
@@ -21,20 +24,11 @@ pub(super) struct Reader {
     pub(super) shared: Arc<Shared>,
     pub(super) cancel: Arc<Cancel>,
     pub(super) status: Arc<Tracker>,
-    pub(super) events: Sender<Batch>,
-    /// Events handed to the dispatcher and not yet delivered, all readers'.
-    pub(super) queued: Arc<AtomicUsize>,
     /// Never carries a message: it disconnects when this reader must stop.
     pub(super) stop: Receiver<()>,
     /// Where to say that this reader has ended, when someone listens.
     pub(super) ended: Option<Sender<u64>>,
 }
-
-/// The most events handed to the dispatcher at once.
-const MAX_BATCH: usize = 256;
-
-/// Room for the events of a typical burst, so a batch seldom grows.
-const FRESH_BATCH: usize = 64;
 
 /// How one connection ended.
 enum Outcome {
@@ -49,15 +43,16 @@ enum Outcome {
 }
 
 impl Reader {
-    pub(super) fn run(self) {
-        self.follow();
+    /// Follows the endpoint, passing its events on through `handoff`.
+    pub(super) fn run(self, handoff: Handoff) {
+        self.follow(&Rc::new(RefCell::new(handoff)));
         if let Some(ended) = &self.ended {
             let _ = ended.send(self.endpoint_id);
         }
     }
 
     /// Connects, reads and reconnects until stopped or ended for good.
-    fn follow(&self) {
+    fn follow(&self, handoff: &Rc<RefCell<Handoff>>) {
         let mut resume = Resume::default();
         let mut backoff = Backoff::default();
         let mut failing: Option<String> = None;
@@ -73,7 +68,7 @@ impl Reader {
             self.set_state(StreamState::Connecting);
             let opened_at = Instant::now();
             let delivered_before = self.status.delivered.load(Ordering::Relaxed);
-            let outcome = self.connect_once(&mut resume, &mut failing);
+            let outcome = self.connect_once(&mut resume, &mut failing, handoff);
 
             // A stream that delivered or stayed up has proved the endpoint
             // healthy: the next failure is news again, and waits start over.
@@ -130,7 +125,12 @@ impl Reader {
     }
 
     /// Opens one stream and reads it to its end.
-    fn connect_once(&self, resume: &mut Resume, failing: &mut Option<String>) -> Outcome {
+    fn connect_once(
+        &self,
+        resume: &mut Resume,
+        failing: &mut Option<String>,
+        handoff: &Rc<RefCell<Handoff>>,
+    ) -> Outcome {
         let query = self
             .shared
             .query
@@ -156,7 +156,7 @@ impl Reader {
             };
         log::debug!("endpoint {}: event stream open", self.endpoint_id);
         self.set_state(StreamState::Streaming);
-        self.pump(stream, resume, failing)
+        self.pump(stream, resume, failing, handoff)
     }
 
     /// Logs the end of a run of failures, once.
@@ -169,61 +169,60 @@ impl Reader {
         }
     }
 
-    /// Passes the stream's events on until it ends. Events that arrived
-    /// together are handed to the dispatcher together, just before the
-    /// reader would wait for the network again.
+    /// Passes the stream's events on until it ends. Events are handed to
+    /// the dispatcher in batches, each just before the reader would wait for
+    /// the network (see [`handoff`](super::handoff)).
     fn pump(
         &self,
         mut stream: EventStream,
         resume: &mut Resume,
         failing: &mut Option<String>,
+        handoff: &Rc<RefCell<Handoff>>,
     ) -> Outcome {
-        let mut batch = Batch::with_capacity(FRESH_BATCH);
-        let broken = loop {
-            if !batch.is_empty() && (batch.len() >= MAX_BATCH || !stream.has_buffered_event()) {
-                self.hand_over(&mut batch);
-            }
-            let Some(item) = stream.next() else {
-                break None;
-            };
-            if self.is_stopping() {
-                return Outcome::Stopped;
-            }
-            match item {
-                Ok(event) => {
-                    if !resume.admit(&event) {
-                        log::debug!(
-                            "endpoint {}: dropped an event replayed after reconnecting",
-                            self.endpoint_id
-                        );
-                        continue;
-                    }
-                    self.recovered(failing);
-                    if self.shared.debug {
-                        log::debug!(
-                            "endpoint {}: {} {} {}",
-                            self.endpoint_id,
-                            event.kind().unwrap_or("-"),
-                            event.action().unwrap_or("-"),
-                            event.actor_id().unwrap_or("-")
-                        );
-                    }
-                    if let Some(last) = resume.last() {
-                        self.status.set_last_event(last);
-                    }
-                    batch.push(ListenerResult {
-                        endpoint_id: self.endpoint_id,
-                        event,
-                    });
+        let waiting = handoff.clone();
+        let broken = transport::with_wait_hook(
+            move || waiting.borrow_mut().flush(),
+            || loop {
+                let item = stream.next()?;
+                if self.is_stopping() {
+                    return None;
                 }
-                Err(err) if err.is_line_error() => {
-                    log::warn!("endpoint {}: skipped a line: {err}", self.endpoint_id);
-                    Tracker::bump(&self.status.skipped);
+                match item {
+                    Ok(event) => {
+                        if !resume.admit(&event) {
+                            log::debug!(
+                                "endpoint {}: dropped an event replayed after reconnecting",
+                                self.endpoint_id
+                            );
+                            continue;
+                        }
+                        self.recovered(failing);
+                        if self.shared.debug {
+                            log::debug!(
+                                "endpoint {}: {} {} {}",
+                                self.endpoint_id,
+                                event.kind().unwrap_or("-"),
+                                event.action().unwrap_or("-"),
+                                event.actor_id().unwrap_or("-")
+                            );
+                        }
+                        if let Some(last) = resume.last() {
+                            self.status.set_last_event(last);
+                        }
+                        handoff.borrow_mut().push(ListenerResult {
+                            endpoint_id: self.endpoint_id,
+                            event,
+                        });
+                    }
+                    Err(err) if err.is_line_error() => {
+                        log::warn!("endpoint {}: skipped a line: {err}", self.endpoint_id);
+                        Tracker::bump(&self.status.skipped);
+                    }
+                    Err(err) => return Some(err),
                 }
-                Err(err) => break Some(err),
-            }
-        };
-        self.hand_over(&mut batch);
+            },
+        );
+        handoff.borrow_mut().flush();
         if self.is_stopping() {
             return Outcome::Stopped;
         }
@@ -237,46 +236,6 @@ impl Reader {
                 kind: "end".into(),
                 reason: "the server ended the event stream".into(),
             },
-        }
-    }
-
-    /// Queues `batch` for the dispatcher, dropping (and counting) the events
-    /// that do not fit in the queue's capacity.
-    fn hand_over(&self, batch: &mut Batch) {
-        let count = batch.len();
-        if count == 0 {
-            return;
-        }
-        let capacity = self.shared.queue_capacity;
-        let before = self.queued.fetch_add(count, Ordering::AcqRel);
-        let room = capacity.saturating_sub(before).min(count);
-        if room < count {
-            self.queued.fetch_sub(count - room, Ordering::AcqRel);
-            batch.truncate(room);
-            let dropped = (count - room) as u64;
-            let total = self.status.dropped.fetch_add(dropped, Ordering::Relaxed) + dropped;
-            if total == dropped {
-                log::warn!(
-                    "endpoint {}: the dispatcher's queue is full (callbacks too slow); \
-                     dropping events, counted in the status",
-                    self.endpoint_id
-                );
-            }
-            if room == 0 {
-                return;
-            }
-        }
-        let batch = std::mem::replace(batch, Batch::with_capacity(FRESH_BATCH));
-        match self.events.send(batch) {
-            Ok(()) => {
-                self.status
-                    .delivered
-                    .fetch_add(room as u64, Ordering::Relaxed);
-            }
-            // The dispatcher is gone, so the listener is stopping.
-            Err(_) => {
-                self.queued.fetch_sub(room, Ordering::AcqRel);
-            }
         }
     }
 
