@@ -80,15 +80,18 @@ impl EventStream {
     }
 }
 
-impl Iterator for EventStream {
-    type Item = Result<DockerEvent, Error>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl EventStream {
+    /// The next line, given to `parse`, by the rules of [`next`](Iterator::next):
+    /// `None` at the end, and a broken stream reported once.
+    pub(crate) fn next_with<T>(
+        &mut self,
+        parse: impl FnOnce(&[u8]) -> Result<T, Error>,
+    ) -> Option<Result<T, Error>> {
         if self.done {
             return None;
         }
         let item = match self.lines.next_line() {
-            Ok(Some(Line::Complete(bytes))) => return Some(DockerEvent::from_json(bytes)),
+            Ok(Some(Line::Complete(bytes))) => return Some(parse(bytes)),
             Ok(Some(Line::TooLong { length })) => {
                 return Some(Err(Error::LineTooLong {
                     limit: self.lines.max_line(),
@@ -97,7 +100,7 @@ impl Iterator for EventStream {
             }
             // A last line without its newline counts when it is a whole event.
             Ok(Some(Line::Unterminated(bytes))) => {
-                Some(DockerEvent::from_json(bytes).map_err(|_| Error::Truncated {
+                Some(parse(bytes).map_err(|_| Error::Truncated {
                     length: bytes.len(),
                 }))
             }
@@ -110,6 +113,14 @@ impl Iterator for EventStream {
             return None;
         }
         item
+    }
+}
+
+impl Iterator for EventStream {
+    type Item = Result<DockerEvent, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_with(DockerEvent::from_json)
     }
 }
 

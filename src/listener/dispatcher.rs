@@ -6,9 +6,11 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use crossbeam_channel::{Receiver, TrySendError, select};
+use crossbeam_channel::{Receiver, Sender, select};
 
-use super::{Batch, Shared};
+use super::handoff::{Batch, POOLED_BYTES};
+use super::{ListenerResult, Shared};
+use crate::event::Packed;
 
 pub(super) struct Dispatcher {
     pub(super) generation: u64,
@@ -16,6 +18,8 @@ pub(super) struct Dispatcher {
     pub(super) ended: Arc<AtomicBool>,
     pub(super) shared: Arc<Shared>,
     pub(super) events: Receiver<Batch>,
+    /// Where emptied batches go back for the readers to fill again.
+    pub(super) pool: Sender<Packed>,
     /// Events queued by the readers and not yet delivered.
     pub(super) queued: Arc<AtomicUsize>,
     /// Never carries a message: it disconnects when the listener stops.
@@ -28,10 +32,12 @@ impl Dispatcher {
     /// case every queued event is still delivered first.
     pub(super) fn run(self) {
         super::ON_DISPATCHER.with(|on| on.set(true));
+        // The events of the batch at hand; kept for its room.
+        let mut results = Vec::new();
         loop {
             select! {
                 recv(self.events) -> message => match message {
-                    Ok(batch) => self.deliver(batch),
+                    Ok(batch) => self.deliver(batch, &mut results),
                     Err(_) => {
                         self.ended.store(true, Ordering::Release);
                         break;
@@ -48,12 +54,33 @@ impl Dispatcher {
         log::debug!("dispatcher finished");
     }
 
-    /// Hands a batch to the callbacks, each event to all of them in turn,
-    /// then to the subscribers.
-    fn deliver(&self, batch: Batch) {
-        let count = batch.len();
+    /// Makes the batch's events, then hands them to the callbacks, each event
+    /// to all of them in turn, then to the subscribers.
+    fn deliver(&self, batch: Batch, results: &mut Vec<ListenerResult>) {
+        let Batch {
+            endpoint_id,
+            events: mut packed,
+        } = batch;
+        let count = packed.len();
+        results.extend((0..count).map(|index| ListenerResult {
+            endpoint_id,
+            event: packed.event(index),
+        }));
+        if packed.footprint() <= POOLED_BYTES {
+            packed.clear();
+            let _ = self.pool.try_send(packed);
+        }
+        self.call_back(results);
+        self.queued.fetch_sub(count, Ordering::AcqRel);
+        if !self.stopping.load(Ordering::Acquire) {
+            self.publish(results);
+        }
+        results.clear();
+    }
+
+    fn call_back(&self, results: &[ListenerResult]) {
         let callbacks = self.shared.callbacks.read().clone();
-        for result in &batch {
+        for result in results {
             for callback in callbacks.iter() {
                 if self.stopping.load(Ordering::Acquire) {
                     return;
@@ -68,35 +95,25 @@ impl Dispatcher {
                 }
             }
         }
-        self.queued.fetch_sub(count, Ordering::AcqRel);
-        if self.stopping.load(Ordering::Acquire) {
-            return;
-        }
+    }
+
+    /// Sends every event to every subscriber of this run: copies to all but
+    /// the last, which gets the events themselves.
+    fn publish(&self, results: &mut Vec<ListenerResult>) {
         let mut subscribers = self.shared.subscribers.lock();
         if subscribers.generation != self.generation {
             return;
         }
+        let mut left = subscribers.events.len();
         subscribers.events.retain_mut(|subscriber| {
-            for result in &batch {
-                match subscriber.sender.try_send(result.clone()) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(_)) => {
-                        subscriber.dropped += 1;
-                        if subscriber.dropped == 1 {
-                            log::warn!(
-                                "a subscriber's queue is full: it misses events until it catches up"
-                            );
-                        } else {
-                            log::debug!("a subscriber has missed {} events", subscriber.dropped);
-                        }
-                    }
-                    Err(TrySendError::Disconnected(_)) => {
-                        log::debug!("a subscriber's receiver was dropped; forgetting it");
-                        return false;
-                    }
-                }
+            left -= 1;
+            if left == 0 {
+                results.drain(..).all(|result| subscriber.offer(result))
+            } else {
+                results
+                    .iter()
+                    .all(|result| subscriber.offer(result.clone()))
             }
-            true
         });
     }
 }

@@ -7,14 +7,34 @@
 //! its events back; the batch goes out the moment the socket is drained.
 //! Under load that means one wake-up per [`MAX_BATCH`] events, and at a low
 //! rate each event goes out alone, as soon as it is parsed.
+//!
+//! A batch holds its events packed ([`Packed`]), not yet made into
+//! [`DockerEvent`](crate::DockerEvent)s: the dispatcher makes them. Its
+//! buffers go back to a pool the readers draw from, so under load no thread
+//! allocates per batch either.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 
 use super::status::Tracker;
-use super::{Batch, ListenerResult};
+use crate::error::Error;
+use crate::event::{EventKey, Packed};
+
+/// Events of one endpoint, as they travel from its reader to the dispatcher.
+#[derive(Debug)]
+pub(super) struct Batch {
+    pub(super) endpoint_id: u64,
+    pub(super) events: Packed,
+}
+
+/// How many emptied batches wait in the pool for a reader to fill them.
+pub(super) const POOLED: usize = 8;
+
+/// A batch whose buffers grew past this (a burst of very long lines) is
+/// freed rather than pooled.
+pub(super) const POOLED_BYTES: usize = 256 * 1024;
 
 /// The most events handed to the dispatcher at once. Under load an event
 /// waits at most for this many to be parsed after it (about half a
@@ -24,8 +44,10 @@ pub(super) const MAX_BATCH: usize = 128;
 /// One reader's events on their way to the dispatcher.
 pub(super) struct Handoff {
     endpoint_id: u64,
-    batch: Batch,
+    batch: Packed,
     events: Sender<Batch>,
+    /// Emptied batches the dispatcher gave back.
+    pool: Receiver<Packed>,
     /// Events handed to the dispatcher and not yet delivered, all readers'.
     queued: Arc<AtomicUsize>,
     /// The most events `queued` may reach; the rest are dropped and counted.
@@ -37,26 +59,45 @@ impl Handoff {
     pub(super) fn new(
         endpoint_id: u64,
         events: Sender<Batch>,
+        pool: Receiver<Packed>,
         queued: Arc<AtomicUsize>,
         capacity: usize,
         status: Arc<Tracker>,
     ) -> Self {
         Handoff {
             endpoint_id,
-            batch: Batch::new(),
+            batch: Packed::default(),
             events,
+            pool,
             queued,
             capacity,
             status,
         }
     }
 
-    /// Adds an event to the batch, handing the batch over once it is full.
-    pub(super) fn push(&mut self, result: ListenerResult) {
-        if self.batch.capacity() == 0 {
-            self.batch.reserve_exact(MAX_BATCH);
+    /// Parses one line into the batch. A line that is not an event leaves
+    /// the batch as it was.
+    pub(super) fn parse(&mut self, line: &[u8]) -> Result<(), Error> {
+        if self.batch.is_unallocated() {
+            if let Ok(spare) = self.pool.try_recv() {
+                self.batch = spare;
+            }
         }
-        self.batch.push(result);
+        self.batch.push_json(line)
+    }
+
+    /// The newest event of the batch, the one `parse` just added.
+    pub(super) fn newest(&self) -> EventKey<'_> {
+        self.batch.key(self.batch.len() - 1)
+    }
+
+    /// Takes back the newest event: it is not to be delivered.
+    pub(super) fn discard_newest(&mut self) {
+        self.batch.truncate(self.batch.len() - 1);
+    }
+
+    /// Keeps the newest event, handing the batch over once it is full.
+    pub(super) fn keep_newest(&mut self) {
         if self.batch.len() >= MAX_BATCH {
             self.flush();
         }
@@ -87,7 +128,10 @@ impl Handoff {
                 return;
             }
         }
-        let batch = std::mem::take(&mut self.batch);
+        let batch = Batch {
+            endpoint_id: self.endpoint_id,
+            events: std::mem::take(&mut self.batch),
+        };
         match self.events.send(batch) {
             Ok(()) => {
                 self.status

@@ -17,19 +17,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle, ThreadId};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::client::Client;
 use crate::error::Error;
-use crate::event::DockerEvent;
+use crate::event::{DockerEvent, Packed};
 use crate::query::{EventFilters, EventQuery, Timestamp};
 use crate::transport::Cancel;
 
 use self::dispatcher::Dispatcher;
 use self::endpoints::Refresher;
-use self::handoff::Handoff;
+use self::handoff::{Batch, Handoff};
 use self::reader::Reader;
 use self::status::Tracker;
 pub use self::status::{StreamState, StreamStatus};
@@ -44,10 +44,6 @@ pub const DEFAULT_ENDPOINT_REFRESH: Duration = Duration::from_secs(60);
 /// The default capacity of the queue between readers and the dispatcher, and
 /// of each subscriber's channel: 65,536 events.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
-
-/// Events a reader hands to the dispatcher at once: those that were already
-/// buffered together, so a burst costs one hand-off rather than one per event.
-type Batch = Vec<ListenerResult>;
 
 /// One event and the endpoint it came from: what callbacks and subscribers get.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +123,31 @@ struct Subscribers {
 struct Subscriber {
     sender: Sender<ListenerResult>,
     dropped: u64,
+}
+
+impl Subscriber {
+    /// Queues one event; a full queue drops it (and counts it). Returns
+    /// false once the receiver is gone, so the subscriber can be forgotten.
+    fn offer(&mut self, result: ListenerResult) -> bool {
+        match self.sender.try_send(result) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.dropped += 1;
+                if self.dropped == 1 {
+                    log::warn!(
+                        "a subscriber's queue is full: it misses events until it catches up"
+                    );
+                } else {
+                    log::debug!("a subscriber has missed {} events", self.dropped);
+                }
+                true
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                log::debug!("a subscriber's receiver was dropped; forgetting it");
+                false
+            }
+        }
+    }
 }
 
 impl Shared {
@@ -390,6 +411,8 @@ struct RunContext {
     generation: u64,
     shared: Arc<Shared>,
     events: Sender<Batch>,
+    /// Emptied batches, for the readers to fill again.
+    pool: Receiver<Packed>,
     /// Events handed to the dispatcher and not yet delivered.
     queued: Arc<AtomicUsize>,
     /// Tells the refresher that a reader ended, when there is one.
@@ -413,6 +436,7 @@ impl RunContext {
         let handoff = Handoff::new(
             endpoint_id,
             self.events.clone(),
+            self.pool.clone(),
             self.queued.clone(),
             self.shared.queue_capacity,
             status.clone(),
@@ -614,6 +638,7 @@ impl Listener {
         let (stop_sender, stop_receiver) = crossbeam_channel::bounded::<()>(0);
         // Unbounded in batches, bounded in events by `queued`.
         let (event_sender, event_receiver) = crossbeam_channel::unbounded();
+        let (pool_sender, pool_receiver) = crossbeam_channel::bounded(handoff::POOLED);
         let queued = Arc::new(AtomicUsize::new(0));
 
         let dispatcher = Dispatcher {
@@ -621,6 +646,7 @@ impl Listener {
             ended: ended.clone(),
             shared: self.shared.clone(),
             events: event_receiver,
+            pool: pool_sender,
             queued: queued.clone(),
             stop: stop_receiver.clone(),
             stopping: stopping.clone(),
@@ -648,6 +674,7 @@ impl Listener {
             generation,
             shared: self.shared.clone(),
             events: event_sender,
+            pool: pool_receiver,
             queued,
             ended: refresh.map(|_| ended_sender),
         };

@@ -9,10 +9,10 @@ use std::time::{Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use super::Shared;
 use super::handoff::Handoff;
 use super::reconnect::{Backoff, Resume};
 use super::status::{StreamState, Tracker};
-use super::{ListenerResult, Shared};
 use crate::error::Error;
 use crate::query::Timestamp;
 use crate::stream::EventStream;
@@ -183,37 +183,14 @@ impl Reader {
         let broken = transport::with_wait_hook(
             move || waiting.borrow_mut().flush(),
             || loop {
-                let item = stream.next()?;
+                // The line is read first, with the hand-off free for the wait
+                // hook, and only then parsed into the batch.
+                let item = stream.next_with(|line| handoff.borrow_mut().parse(line))?;
                 if self.is_stopping() {
                     return None;
                 }
                 match item {
-                    Ok(event) => {
-                        if !resume.admit(&event) {
-                            log::debug!(
-                                "endpoint {}: dropped an event replayed after reconnecting",
-                                self.endpoint_id
-                            );
-                            continue;
-                        }
-                        self.recovered(failing);
-                        if self.shared.debug {
-                            log::debug!(
-                                "endpoint {}: {} {} {}",
-                                self.endpoint_id,
-                                event.kind().unwrap_or("-"),
-                                event.action().unwrap_or("-"),
-                                event.actor_id().unwrap_or("-")
-                            );
-                        }
-                        if let Some(last) = resume.last() {
-                            self.status.set_last_event(last);
-                        }
-                        handoff.borrow_mut().push(ListenerResult {
-                            endpoint_id: self.endpoint_id,
-                            event,
-                        });
-                    }
+                    Ok(()) => self.accept(&mut handoff.borrow_mut(), resume, failing),
                     Err(err) if err.is_line_error() => {
                         log::warn!("endpoint {}: skipped a line: {err}", self.endpoint_id);
                         Tracker::bump(&self.status.skipped);
@@ -237,6 +214,33 @@ impl Reader {
                 reason: "the server ended the event stream".into(),
             },
         }
+    }
+
+    /// Keeps the event just parsed, unless a resumed stream replayed it.
+    fn accept(&self, handoff: &mut Handoff, resume: &mut Resume, failing: &mut Option<String>) {
+        if !resume.admit(&handoff.newest()) {
+            handoff.discard_newest();
+            log::debug!(
+                "endpoint {}: dropped an event replayed after reconnecting",
+                self.endpoint_id
+            );
+            return;
+        }
+        self.recovered(failing);
+        if self.shared.debug {
+            let key = handoff.newest();
+            log::debug!(
+                "endpoint {}: {} {} {}",
+                self.endpoint_id,
+                key.kind.unwrap_or("-"),
+                key.action.unwrap_or("-"),
+                key.actor.unwrap_or("-")
+            );
+        }
+        if let Some(last) = resume.last() {
+            self.status.set_last_event(last);
+        }
+        handoff.keep_newest();
     }
 
     fn window_is_over(&self) -> bool {

@@ -4,16 +4,8 @@
 
 use std::time::Duration;
 
-use crate::event::DockerEvent;
+use crate::event::EventKey;
 use crate::query::Timestamp;
-
-/// Whether `replayed` is `delivered` again: the same type, action and actor.
-/// Used only among events that share a timestamp.
-fn same_event(delivered: &DockerEvent, replayed: &DockerEvent) -> bool {
-    delivered.kind() == replayed.kind()
-        && delivered.action_or_status() == replayed.action_or_status()
-        && delivered.actor_id() == replayed.actor_id()
-}
 
 /// Remembers the last event delivered on one endpoint, so that a new
 /// connection resumes exactly after it.
@@ -26,8 +18,11 @@ fn same_event(delivered: &DockerEvent, replayed: &DockerEvent) -> bool {
 pub(crate) struct Resume {
     /// The newest timestamp delivered, in nanoseconds.
     last: Option<i64>,
-    /// The events delivered at `last` (cheap clones: their text is shared).
-    boundary: Vec<DockerEvent>,
+    /// The type, action and actor of each event delivered at `last`, as
+    /// ranges of `seen_text`. Both keep their room from one timestamp to the
+    /// next, so remembering an event allocates nothing.
+    seen: Vec<[Option<(usize, usize)>; 3]>,
+    seen_text: String,
 }
 
 impl Resume {
@@ -42,33 +37,55 @@ impl Resume {
         self.last.map(Timestamp::from_unix_nanos)
     }
 
-    /// Whether `event` is new, recording it if so.
+    /// Whether the event with this key is new, recording it if so.
     ///
     /// An event without a time cannot be placed and is always new. So is an
     /// event older than the last: a replay never holds one (it starts at the
     /// last time), but the daemon can publish two events out of timestamp
     /// order, and the second must not be lost.
-    pub(crate) fn admit(&mut self, event: &DockerEvent) -> bool {
-        let Some(time) = event.timestamp_nanos() else {
+    pub(crate) fn admit(&mut self, key: &EventKey<'_>) -> bool {
+        let Some(time) = key.time_nanos else {
             return true;
         };
         match self.last {
             Some(last) if time < last => true,
             Some(last) if time == last => {
-                if self.boundary.iter().any(|seen| same_event(seen, event)) {
+                if self.has_seen(key) {
                     false
                 } else {
-                    self.boundary.push(event.clone());
+                    self.remember(key);
                     true
                 }
             }
             _ => {
                 self.last = Some(time);
-                self.boundary.clear();
-                self.boundary.push(event.clone());
+                self.seen.clear();
+                self.seen_text.clear();
+                self.remember(key);
                 true
             }
         }
+    }
+
+    fn remember(&mut self, key: &EventKey<'_>) {
+        let mut ranges = [None; 3];
+        for (range, part) in ranges.iter_mut().zip(key.parts()) {
+            *range = part.map(|text| {
+                let start = self.seen_text.len();
+                self.seen_text.push_str(text);
+                (start, self.seen_text.len())
+            });
+        }
+        self.seen.push(ranges);
+    }
+
+    fn has_seen(&self, key: &EventKey<'_>) -> bool {
+        self.seen.iter().any(|ranges| {
+            ranges
+                .iter()
+                .zip(key.parts())
+                .all(|(range, part)| range.map(|(from, to)| &self.seen_text[from..to]) == part)
+        })
     }
 }
 
@@ -117,6 +134,7 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::DockerEvent;
 
     fn event(nanos: i64, action: &str, actor: &str) -> DockerEvent {
         DockerEvent::from_json(
@@ -131,18 +149,18 @@ mod tests {
     #[test]
     fn replay_at_the_boundary_is_dropped_but_new_events_there_pass() {
         let mut resume = Resume::default();
-        assert!(resume.admit(&event(100, "create", "a")));
-        assert!(resume.admit(&event(100, "start", "a")));
+        assert!(resume.admit(&event(100, "create", "a").key()));
+        assert!(resume.admit(&event(100, "start", "a").key()));
         assert_eq!(resume.since(None), Some(Timestamp::from_unix_nanos(100)));
 
         // The daemon replays the nanosecond inclusively after a reconnect.
-        assert!(!resume.admit(&event(100, "create", "a")));
-        assert!(!resume.admit(&event(100, "start", "a")));
+        assert!(!resume.admit(&event(100, "create", "a").key()));
+        assert!(!resume.admit(&event(100, "start", "a").key()));
         // Same instant, different event: delivered.
-        assert!(resume.admit(&event(100, "create", "b")));
-        assert!(resume.admit(&event(101, "die", "a")));
+        assert!(resume.admit(&event(100, "create", "b").key()));
+        assert!(resume.admit(&event(101, "die", "a").key()));
         assert!(
-            resume.admit(&event(99, "create", "c")),
+            resume.admit(&event(99, "create", "c").key()),
             "published out of order"
         );
         assert_eq!(resume.last(), Some(Timestamp::from_unix_nanos(101)));
@@ -152,26 +170,26 @@ mod tests {
     fn events_in_one_second_are_kept_apart_by_nanoseconds() {
         let second = 1_700_000_000_000_000_000;
         let mut resume = Resume::default();
-        assert!(resume.admit(&event(second + 123, "start", "a")));
+        assert!(resume.admit(&event(second + 123, "start", "a").key()));
         // Reconnect: since = second + 123, replay includes the first event.
         assert_eq!(
             resume.since(None).unwrap().to_string(),
             "1700000000.000000123"
         );
-        assert!(!resume.admit(&event(second + 123, "start", "a")));
-        assert!(resume.admit(&event(second + 500_000, "start", "b")));
-        assert!(resume.admit(&event(second + 200_000_000, "start", "c")));
+        assert!(!resume.admit(&event(second + 123, "start", "a").key()));
+        assert!(resume.admit(&event(second + 500_000, "start", "b").key()));
+        assert!(resume.admit(&event(second + 200_000_000, "start", "c").key()));
     }
 
     #[test]
     fn events_without_time_nano_use_whole_seconds() {
         let mut resume = Resume::default();
         let old = DockerEvent::from_json(br#"{"status":"start","id":"x","time":7}"#).unwrap();
-        assert!(resume.admit(&old));
+        assert!(resume.admit(&old.key()));
         assert_eq!(resume.last(), Some(Timestamp::from_unix_secs(7)));
-        assert!(!resume.admit(&old));
+        assert!(!resume.admit(&old.key()));
         let untimed = DockerEvent::default();
-        assert!(resume.admit(&untimed) && resume.admit(&untimed));
+        assert!(resume.admit(&untimed.key()) && resume.admit(&untimed.key()));
     }
 
     #[test]

@@ -7,16 +7,19 @@
 //! and that traffic (the allocator's locks, above all) limited the listener
 //! more than parsing did. Now an event is one allocation, cloning it is cheap,
 //! and the accessors give the view a struct of `Option<String>` would.
+//! Parsing, and the packed form the listener's readers hand over, are in
+//! [`packed`].
 
-use std::borrow::Cow;
-use std::cell::RefCell;
+mod packed;
+
 use std::fmt;
 use std::sync::Arc;
 
-use serde::de::{self, MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use smallvec::SmallVec;
+
+pub(crate) use self::packed::Packed;
 
 /// Where one string lives in an event's text; `NONE` when it is absent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,18 +94,67 @@ impl Default for Span {
     }
 }
 
+/// The string `span` points at in `text`.
+fn span_text(text: &str, span: Span) -> Option<&str> {
+    if span.is_none() {
+        return None;
+    }
+    let start = span.start as usize;
+    text.get(start..start + span.len as usize)
+}
+
+/// `timeNano` when present, otherwise `time` in whole seconds.
+fn timestamp_nanos(time: Option<i64>, time_nano: Option<i64>) -> Option<i64> {
+    time_nano.or_else(|| time.and_then(|secs| secs.checked_mul(1_000_000_000)))
+}
+
+/// What tells an event from the others of its nanosecond: its type, action
+/// (or legacy status) and actor (or legacy id). Used to recognise the events
+/// a resumed stream replays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EventKey<'a> {
+    pub(crate) time_nanos: Option<i64>,
+    pub(crate) kind: Option<&'a str>,
+    pub(crate) action: Option<&'a str>,
+    pub(crate) actor: Option<&'a str>,
+}
+
+impl<'a> EventKey<'a> {
+    fn new(
+        text: &'a str,
+        fields: &[Span; FIELDS],
+        time: Option<i64>,
+        time_nano: Option<i64>,
+    ) -> Self {
+        let field = |index: usize| span_text(text, fields[index]);
+        EventKey {
+            time_nanos: timestamp_nanos(time, time_nano),
+            kind: field(KIND),
+            action: field(ACTION).or(field(STATUS)),
+            actor: field(ACTOR_ID).or(field(ID)),
+        }
+    }
+
+    /// The type, action and actor, in that order.
+    pub(crate) fn parts(&self) -> [Option<&'a str>; 3] {
+        [self.kind, self.action, self.actor]
+    }
+}
+
 impl DockerEvent {
     /// Parses one line of the event stream.
     pub fn from_json(line: &[u8]) -> Result<Self, crate::Error> {
-        serde_json::from_slice(line).map_err(|err| crate::Error::decode(err, line))
+        packed::from_json(line)
     }
 
     fn text(&self, span: Span) -> Option<&str> {
-        if span.is_none() {
-            return None;
-        }
-        let start = span.start as usize;
-        self.text.get(start..start + span.len as usize)
+        span_text(&self.text, span)
+    }
+
+    /// What tells this event from the others of its nanosecond.
+    #[cfg(test)]
+    pub(crate) fn key(&self) -> EventKey<'_> {
+        EventKey::new(&self.text, &self.fields, self.time, self.time_nano)
     }
 
     fn field(&self, index: usize) -> Option<&str> {
@@ -162,8 +214,7 @@ impl DockerEvent {
     /// The time of the event in nanoseconds since the Unix epoch: `timeNano`
     /// when present, otherwise `time` in whole seconds.
     pub fn timestamp_nanos(&self) -> Option<i64> {
-        self.time_nano
-            .or_else(|| self.time.and_then(|secs| secs.checked_mul(1_000_000_000)))
+        timestamp_nanos(self.time, self.time_nano)
     }
 
     /// The action, or the legacy `status` when an old daemon sent no action.
@@ -269,180 +320,9 @@ impl fmt::Debug for DockerEvent {
     }
 }
 
-thread_local! {
-    /// Where an event's text is assembled before it is shared, kept between
-    /// events so that assembling costs no allocation.
-    static PACKING: RefCell<String> = const { RefCell::new(String::new()) };
-}
-
-/// The event as the daemon writes it, borrowing from the input where it can.
-#[derive(Deserialize)]
-struct RawEvent<'a> {
-    #[serde(rename = "Type", borrow, default)]
-    kind: Option<Cow<'a, str>>,
-    #[serde(rename = "Action", borrow, default)]
-    action: Option<Cow<'a, str>>,
-    #[serde(rename = "Actor", borrow, default)]
-    actor: Option<RawActor<'a>>,
-    #[serde(borrow, default)]
-    scope: Option<Cow<'a, str>>,
-    #[serde(default)]
-    time: Option<i64>,
-    #[serde(rename = "timeNano", default)]
-    time_nano: Option<i64>,
-    #[serde(borrow, default)]
-    status: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    from: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct RawActor<'a> {
-    #[serde(rename = "ID", borrow, default)]
-    id: Option<Cow<'a, str>>,
-    #[serde(rename = "Attributes", borrow, default)]
-    attributes: RawAttributes<'a>,
-}
-
-/// Attribute pairs in the order received; `null` reads as none.
-#[derive(Default)]
-struct RawAttributes<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for RawAttributes<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct PairsVisitor;
-
-        impl<'de> Visitor<'de> for PairsVisitor {
-            type Value = RawAttributes<'de>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a map of strings to strings, or null")
-            }
-
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(RawAttributes::default())
-            }
-
-            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(RawAttributes::default())
-            }
-
-            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-                d.deserialize_map(self)
-            }
-
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-                let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(8));
-                while let Some(pair) = map.next_entry::<Borrowed<'de>, Borrowed<'de>>()? {
-                    pairs.push((pair.0.0, pair.1.0));
-                }
-                Ok(RawAttributes(pairs))
-            }
-        }
-
-        deserializer.deserialize_option(PairsVisitor)
-    }
-}
-
-/// A string that borrows from the input unless it holds escapes.
-struct Borrowed<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Borrowed<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct StrVisitor;
-
-        impl<'de> Visitor<'de> for StrVisitor {
-            type Value = Borrowed<'de>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Borrowed(Cow::Borrowed(v)))
-            }
-
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Borrowed(Cow::Owned(v.to_string())))
-            }
-
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Borrowed(Cow::Owned(v)))
-            }
-        }
-
-        deserializer.deserialize_str(StrVisitor)
-    }
-}
-
-/// Appends `value` to `text`, returning where it went.
-fn put(text: &mut String, value: Option<&str>) -> Result<Span, String> {
-    let Some(value) = value else {
-        return Ok(Span::NONE);
-    };
-    let span = Span {
-        start: u32::try_from(text.len()).map_err(|_| "event too large")?,
-        len: u32::try_from(value.len()).map_err(|_| "event too large")?,
-    };
-    text.push_str(value);
-    Ok(span)
-}
-
-impl TryFrom<RawEvent<'_>> for DockerEvent {
-    type Error = String;
-
-    fn try_from(mut raw: RawEvent<'_>) -> Result<Self, String> {
-        let actor = raw.actor.take();
-        let has_actor = actor.is_some();
-        let (actor_id, mut pairs) = match actor {
-            Some(actor) => (actor.id, actor.attributes.0),
-            None => (None, Vec::new()),
-        };
-        // Docker sends them sorted; sort otherwise, keeping the last of a
-        // repeated key as a map would.
-        if !pairs.windows(2).all(|w| w[0].0 < w[1].0) {
-            pairs.reverse();
-            pairs.sort_by(|a, b| a.0.cmp(&b.0));
-            pairs.dedup_by(|later, earlier| later.0 == earlier.0);
-        }
-        let strings = [
-            raw.kind.as_deref(),
-            raw.action.as_deref(),
-            raw.scope.as_deref(),
-            raw.status.as_deref(),
-            raw.id.as_deref(),
-            raw.from.as_deref(),
-            actor_id.as_deref(),
-        ];
-        PACKING.with(|packing| {
-            let mut text = packing.borrow_mut();
-            text.clear();
-            let mut fields = [Span::NONE; FIELDS];
-            for (slot, value) in fields.iter_mut().zip(strings) {
-                *slot = put(&mut text, value)?;
-            }
-            let mut attributes = SmallVec::with_capacity(pairs.len());
-            for (key, value) in &pairs {
-                attributes.push((put(&mut text, Some(key))?, put(&mut text, Some(value))?));
-            }
-            Ok(DockerEvent {
-                text: Arc::from(text.as_str()),
-                fields,
-                attributes,
-                has_actor,
-                time: raw.time,
-                time_nano: raw.time_nano,
-            })
-        })
-    }
-}
-
 impl<'de> Deserialize<'de> for DockerEvent {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = RawEvent::deserialize(deserializer)?;
-        DockerEvent::try_from(raw).map_err(de::Error::custom)
+        packed::deserialize(deserializer)
     }
 }
 
