@@ -420,3 +420,37 @@ impl Transport for SocketTransport {
         open && self.socket.set_nonblocking(false).is_ok()
     }
 }
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+    use std::rc::Rc;
+
+    #[test]
+    fn the_wait_hook_runs_only_when_a_read_would_wait() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let socket = Socket::from(ours);
+        let calls = Rc::new(Cell::new(0));
+        let counter = calls.clone();
+        with_wait_hook(
+            move || counter.set(counter.get() + 1),
+            || {
+                before_wait(&socket);
+                assert_eq!(calls.get(), 1, "nothing to read: the hook runs");
+                theirs.write_all(b"x").unwrap();
+                before_wait(&socket);
+                assert_eq!(calls.get(), 1, "a byte waits: no hook");
+                let mut byte = [0u8; 1];
+                (&socket).read_exact(&mut byte).unwrap();
+                before_wait(&socket);
+                assert_eq!(calls.get(), 2, "drained again: the hook runs");
+                drop(theirs);
+                before_wait(&socket);
+                assert_eq!(calls.get(), 2, "the peer closed: a read returns at once");
+            },
+        );
+        before_wait(&socket);
+        assert_eq!(calls.get(), 2, "the hook is gone once its body returns");
+    }
+}

@@ -337,3 +337,72 @@ impl<'de: 'a, 'a> Deserialize<'de> for Borrowed<'a> {
         deserializer.deserialize_str(StrVisitor)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINES: [&str; 3] = [
+        r#"{"Type":"container","Action":"start","Actor":{"ID":"c1","Attributes":{"name":"web","image":"nginx"}},"time":1,"timeNano":1000000001}"#,
+        r#"{"status":"pull","id":"busybox:latest","from":"busybox","time":2}"#,
+        r#"{"Type":"network","Action":"connect","Actor":{"ID":"n1","Attributes":{"container":"c1"}},"scope":"local","timeNano":3}"#,
+    ];
+
+    fn packed(lines: &[&str]) -> Packed {
+        let mut packed = Packed::default();
+        for line in lines {
+            packed.push_json(line.as_bytes()).unwrap();
+        }
+        packed
+    }
+
+    fn alone(line: &str) -> DockerEvent {
+        DockerEvent::from_json(line.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn each_packed_event_equals_the_event_parsed_alone() {
+        let packed = packed(&LINES);
+        assert_eq!(packed.len(), 3);
+        for (index, line) in LINES.iter().enumerate() {
+            let event = packed.event(index);
+            assert_eq!(event, alone(line));
+            assert_eq!(packed.key(index), event.key());
+        }
+        assert_eq!(packed.event(2).attribute("container"), Some("c1"));
+        assert_eq!(packed.key(1).action, Some("pull"));
+        assert_eq!(packed.key(1).time_nanos, Some(2_000_000_000));
+    }
+
+    #[test]
+    fn a_bad_line_leaves_the_events_before_it_intact() {
+        let mut packed = packed(&LINES[..1]);
+        assert!(
+            packed
+                .push_json(br#"{"Type":"container","Actor":{"ID":5}}"#)
+                .is_err()
+        );
+        assert!(packed.push_json(b"<html>").is_err());
+        packed.push_json(LINES[1].as_bytes()).unwrap();
+        assert_eq!(packed.len(), 2);
+        assert_eq!(packed.event(0), alone(LINES[0]));
+        assert_eq!(packed.event(1), alone(LINES[1]));
+    }
+
+    #[test]
+    fn truncating_and_reusing_leave_nothing_behind() {
+        let mut packed = packed(&LINES);
+        packed.truncate(1);
+        packed.push_json(LINES[2].as_bytes()).unwrap();
+        assert_eq!(packed.event(1), alone(LINES[2]));
+        packed.truncate(0);
+        assert_eq!(packed.len(), 0);
+
+        packed.clear();
+        assert!(!packed.is_unallocated());
+        packed.push_json(LINES[1].as_bytes()).unwrap();
+        assert_eq!(packed.len(), 1);
+        assert_eq!(packed.event(0), alone(LINES[1]));
+        assert!(Packed::default().is_unallocated());
+    }
+}

@@ -167,6 +167,20 @@ mod tests {
     }
 
     #[test]
+    fn an_absent_actor_differs_from_an_empty_one() {
+        let mut resume = Resume::default();
+        let bare =
+            DockerEvent::from_json(br#"{"Type":"volume","Action":"prune","timeNano":7}"#).unwrap();
+        let empty = DockerEvent::from_json(
+            br#"{"Type":"volume","Action":"prune","Actor":{"ID":""},"timeNano":7}"#,
+        )
+        .unwrap();
+        assert!(resume.admit(&bare.key()));
+        assert!(resume.admit(&empty.key()));
+        assert!(!resume.admit(&bare.key()) && !resume.admit(&empty.key()));
+    }
+
+    #[test]
     fn events_in_one_second_are_kept_apart_by_nanoseconds() {
         let second = 1_700_000_000_000_000_000;
         let mut resume = Resume::default();
