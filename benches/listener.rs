@@ -2,7 +2,7 @@
 //! behind a `Listener`, with one callback and one subscriber counting them.
 //! An iteration runs from `start()` until both have seen every event. The
 //! raw-socket limit is measured beside it in the same run. Prints events/s
-//! and the ratio for both framings.
+//! and the ratio for both framings, then the median ratio of alternating runs.
 
 mod support;
 
@@ -12,9 +12,14 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use portainer::{Client, Listener};
-use support::{Framing, Server, generated_lines, raw_read_events, report_ratio};
+use support::{
+    Framing, Server, generated_lines, raw_read_events, report_paired, report_ratio, timed,
+};
 
 const EVENTS: usize = 20_000;
+
+/// Alternating runs of the listener and the limit for the paired ratio.
+const PAIRS: usize = 40;
 
 /// Runs one listener over the whole stream; returns the time it took. This
 /// thread is the subscriber; the callback signals when it has seen the last
@@ -72,6 +77,13 @@ fn listener(c: &mut Criterion) {
         });
         group.finish();
         report_ratio(name, "listener", "raw limit", EVENTS as u64);
+        report_paired(
+            name,
+            "listener",
+            PAIRS,
+            || run_listener(&held.url()),
+            || timed(|| assert_eq!(raw_read_events(ended.addr()).unwrap(), EVENTS)),
+        );
     }
 }
 

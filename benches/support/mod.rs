@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde::Deserialize;
@@ -130,7 +131,8 @@ pub fn response_bytes(lines: &[String], framing: Framing, end: bool) -> Vec<u8> 
 pub struct Server {
     addr: SocketAddr,
     stopping: Arc<AtomicBool>,
-    sockets: Arc<Mutex<Vec<TcpStream>>>,
+    /// The connections still open, by number, to shut down on drop.
+    sockets: Arc<Mutex<BTreeMap<u64, TcpStream>>>,
     acceptor: Option<JoinHandle<()>>,
 }
 
@@ -139,35 +141,24 @@ impl Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let stopping = Arc::new(AtomicBool::new(false));
-        let sockets = Arc::new(Mutex::new(Vec::new()));
+        let sockets = Arc::new(Mutex::new(BTreeMap::new()));
         let response = Arc::new(response);
         let acceptor = {
             let (stopping, sockets) = (stopping.clone(), sockets.clone());
             thread::spawn(move || {
-                for stream in listener.incoming() {
+                for (number, stream) in (0u64..).zip(listener.incoming()) {
                     if stopping.load(Ordering::SeqCst) {
                         break;
                     }
                     let Ok(mut stream) = stream else { continue };
-                    sockets.lock().push(stream.try_clone().unwrap());
+                    sockets.lock().insert(number, stream.try_clone().unwrap());
                     let (response, endpoints) = (response.clone(), endpoints.clone());
+                    let open = sockets.clone();
                     thread::Builder::new()
                         .stack_size(64 * 1024)
                         .spawn(move || {
-                            let head = read_head(&mut stream);
-                            if head.starts_with("GET /api/endpoints ") {
-                                let reply = format!(
-                                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{endpoints}",
-                                    endpoints.len()
-                                );
-                                let _ = stream.write_all(reply.as_bytes());
-                                return;
-                            }
-                            let _ = stream.write_all(&response);
-                            if hold {
-                                let mut sink = [0u8; 16];
-                                while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
-                            }
+                            serve(&mut stream, &response, &endpoints, hold);
+                            open.lock().remove(&number);
                         })
                         .unwrap();
                 }
@@ -197,9 +188,28 @@ impl Drop for Server {
         if let Some(acceptor) = self.acceptor.take() {
             let _ = acceptor.join();
         }
-        for socket in self.sockets.lock().drain(..) {
+        for socket in std::mem::take(&mut *self.sockets.lock()).into_values() {
             let _ = socket.shutdown(Shutdown::Both);
         }
+    }
+}
+
+/// Answers one connection: the endpoint list, or the stream's bytes (and,
+/// with `hold`, nothing more until the client closes).
+fn serve(stream: &mut TcpStream, response: &[u8], endpoints: &str, hold: bool) {
+    let head = read_head(stream);
+    if head.starts_with("GET /api/endpoints ") {
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{endpoints}",
+            endpoints.len()
+        );
+        let _ = stream.write_all(reply.as_bytes());
+        return;
+    }
+    let _ = stream.write_all(response);
+    if hold {
+        let mut sink = [0u8; 16];
+        while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
     }
 }
 
@@ -339,4 +349,50 @@ pub fn report_ratio(group: &str, ours: &str, limit: &str, events: u64) {
         }
         _ => println!("{group}: no estimates to compare (filtered out?)"),
     }
+}
+
+/// How long `work` takes.
+pub fn timed(work: impl FnOnce()) -> Duration {
+    let started = Instant::now();
+    work();
+    started.elapsed()
+}
+
+/// Times `ours` and `limit` in alternation, `pairs` times each (which of the
+/// two goes first changes every pair), and prints the median of the ratios
+/// of the pairs with the range of their middle half. Load that comes and
+/// goes on the machine slows both runs of a pair alike, so this ratio holds
+/// steadier than one taken between two estimates made seconds apart.
+/// Nothing runs when criterion's filter left the group out.
+pub fn report_paired(
+    group: &str,
+    ours_name: &str,
+    pairs: usize,
+    mut ours: impl FnMut() -> Duration,
+    mut limit: impl FnMut() -> Duration,
+) {
+    if measured_ns(group, ours_name).is_none() {
+        return;
+    }
+    let mut ratios: Vec<f64> = (0..pairs)
+        .map(|pair| {
+            let (ours_time, limit_time) = if pair % 2 == 0 {
+                let ours_time = ours();
+                (ours_time, limit())
+            } else {
+                let limit_time = limit();
+                (ours(), limit_time)
+            };
+            limit_time.as_secs_f64() / ours_time.as_secs_f64()
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let percent =
+        |quantile: f64| 100.0 * ratios[((ratios.len() - 1) as f64 * quantile).round() as usize];
+    println!(
+        "{group}: paired ratio {:.1}% (middle half {:.1}-{:.1}%, {pairs} pairs)",
+        percent(0.5),
+        percent(0.25),
+        percent(0.75)
+    );
 }
