@@ -309,9 +309,13 @@ fn duration_ms(duration: Duration) -> u64 {
 
 /// Follows Docker events of one or every endpoint in the background.
 ///
-/// One thread per endpoint (`portainer reader N`) reads its event stream and
-/// queues the events; one thread (`portainer dispatcher`) calls the callbacks
-/// and feeds the subscribers, in the order each endpoint sent them. A dropped
+/// One thread per endpoint (`portainer reader N`) reads and parses its event
+/// stream; one thread (`portainer dispatcher`) calls the callbacks and feeds
+/// the subscribers, in the order each endpoint sent the events. A reader
+/// hands its events over in batches: all those it parsed before it would
+/// wait for the network again, at most 128. An event arriving alone goes out
+/// at once; under a sustained flood one may wait for up to 127 more to be
+/// parsed after it (a few tenths of a millisecond) before it is delivered. A dropped
 /// stream is opened again after the reconnect interval, resuming just after
 /// the last event delivered, so nothing is lost or repeated while the daemon
 /// still holds the missed events (its last 256). A refused key (401), a
