@@ -58,7 +58,7 @@ struct Args {
     #[arg(long)]
     insecure: bool,
 
-    /// Send requests through this HTTP proxy (default: HTTPS_PROXY, HTTP_PROXY, NO_PROXY)
+    /// Send requests through this HTTP proxy (default: HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY)
     #[arg(long, value_name = "URL")]
     proxy: Option<String>,
 

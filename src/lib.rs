@@ -115,8 +115,11 @@
 //!   inclusively). A stream that ends cleanly without `until` counts as a drop.
 //! - **Reconnects** wait the reconnect interval, then double up to a minute
 //!   with jitter; the wait starts over once a stream has delivered an event or
-//!   stayed up for an interval. Network errors, 5xx and HTML pages behind a
-//!   200 are retried; 401, 403 and 404 end the endpoint for good.
+//!   stayed up for an interval. Network errors, TLS failures (an untrusted
+//!   certificate too: it can be fixed on the server), 5xx and HTML pages
+//!   behind a 200 are retried, each kind warned about once; 401, 403 and
+//!   404 end the endpoint for good. Reading the endpoint list in
+//!   [`Listener::start`] is not retried: its failure is `start`'s error.
 //! - **Stopping** shuts down every socket, wakes every wait and joins every
 //!   thread; it is safe from inside a callback.
 //! - **Dead connections**: every stream socket has TCP keepalive
