@@ -55,36 +55,52 @@ impl Default for Keepalive {
     }
 }
 
+/// What a thread runs just before each of its socket reads.
+type ReadHook = Box<dyn FnMut(&ReadAhead<'_>)>;
+
 thread_local! {
-    /// What this thread runs just before one of its socket reads waits for
-    /// data that has not arrived yet; see [`with_wait_hook`].
-    static BEFORE_WAIT: Cell<Option<Box<dyn FnMut()>>> = const { Cell::new(None) };
+    /// This thread's read hook; see [`with_read_hook`].
+    static BEFORE_READ: Cell<Option<ReadHook>> = const { Cell::new(None) };
 }
 
-/// Runs `body` with `hook` called each time a read on this thread is about to
-/// wait for the network: when the socket holds no byte yet. A reader that
-/// holds results back while more input is on hand uses it to pass them on
-/// before it would sleep. Without a hook, reads cost no extra system call.
-pub(crate) fn with_wait_hook<T>(hook: impl FnMut() + 'static, body: impl FnOnce() -> T) -> T {
+/// A socket read about to be made, as the read hook sees it.
+pub(crate) struct ReadAhead<'a> {
+    socket: &'a Socket,
+}
+
+impl ReadAhead<'_> {
+    /// Whether the read would wait for the network: the socket holds no
+    /// byte yet. Costs a system call, so the hook asks only when it cares.
+    pub(crate) fn would_wait(&self) -> bool {
+        would_wait(self.socket)
+    }
+}
+
+/// Runs `body` with `hook` called before each socket read on this thread.
+/// A reader that holds results back while more input is on hand uses it to
+/// pass them on before it would sleep ([`ReadAhead::would_wait`]), or once
+/// it has held them through enough input. Without a hook, reads cost
+/// nothing extra.
+pub(crate) fn with_read_hook<T>(
+    hook: impl FnMut(&ReadAhead<'_>) + 'static,
+    body: impl FnOnce() -> T,
+) -> T {
     struct Clear;
     impl Drop for Clear {
         fn drop(&mut self) {
-            BEFORE_WAIT.with(|slot| slot.set(None));
+            BEFORE_READ.with(|slot| slot.set(None));
         }
     }
-    BEFORE_WAIT.with(|slot| slot.set(Some(Box::new(hook))));
+    BEFORE_READ.with(|slot| slot.set(Some(Box::new(hook))));
     let _clear = Clear;
     body()
 }
 
-/// Calls this thread's wait hook, if it has one and `socket` has nothing to
-/// read yet.
-fn before_wait(socket: &Socket) {
-    BEFORE_WAIT.with(|slot| {
+/// Calls this thread's read hook, if it has one, before a read on `socket`.
+fn before_read(socket: &Socket) {
+    BEFORE_READ.with(|slot| {
         if let Some(mut hook) = slot.take() {
-            if would_wait(socket) {
-                hook();
-            }
+            hook(&ReadAhead { socket });
             slot.set(Some(hook));
         }
     });
@@ -392,7 +408,7 @@ impl Transport for SocketTransport {
             timeout.not_zero().map(|t| *t),
             |t| socket.set_read_timeout(t),
         )?;
-        before_wait(&self.socket);
+        before_read(&self.socket);
         let input = self.buffers.input_append_buf();
         let amount = loop {
             match (&self.socket).read(input) {
@@ -424,33 +440,42 @@ impl Transport for SocketTransport {
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
     use std::os::unix::net::UnixStream;
     use std::rc::Rc;
 
     #[test]
-    fn the_wait_hook_runs_only_when_a_read_would_wait() {
+    fn the_read_hook_runs_before_each_read_and_sees_whether_it_would_wait() {
         let (ours, mut theirs) = UnixStream::pair().unwrap();
         let socket = Socket::from(ours);
-        let calls = Rc::new(Cell::new(0));
-        let counter = calls.clone();
-        with_wait_hook(
-            move || counter.set(counter.get() + 1),
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let log = seen.clone();
+        with_read_hook(
+            move |read| log.borrow_mut().push(read.would_wait()),
             || {
-                before_wait(&socket);
-                assert_eq!(calls.get(), 1, "nothing to read: the hook runs");
+                before_read(&socket);
+                assert_eq!(*seen.borrow(), [true], "nothing to read: it would wait");
                 theirs.write_all(b"x").unwrap();
-                before_wait(&socket);
-                assert_eq!(calls.get(), 1, "a byte waits: no hook");
+                before_read(&socket);
+                assert_eq!(*seen.borrow(), [true, false], "a byte is there");
                 let mut byte = [0u8; 1];
                 (&socket).read_exact(&mut byte).unwrap();
-                before_wait(&socket);
-                assert_eq!(calls.get(), 2, "drained again: the hook runs");
+                before_read(&socket);
+                assert_eq!(*seen.borrow(), [true, false, true], "drained again");
                 drop(theirs);
-                before_wait(&socket);
-                assert_eq!(calls.get(), 2, "the peer closed: a read returns at once");
+                before_read(&socket);
+                assert_eq!(
+                    *seen.borrow(),
+                    [true, false, true, false],
+                    "the peer closed: a read returns at once"
+                );
             },
         );
-        before_wait(&socket);
-        assert_eq!(calls.get(), 2, "the hook is gone once its body returns");
+        before_read(&socket);
+        assert_eq!(
+            seen.borrow().len(),
+            4,
+            "the hook is gone once its body returns"
+        );
     }
 }

@@ -1,10 +1,13 @@
 //! How a reader passes events to the dispatcher: in batches, each handed
-//! over just before the reader would wait for the network, or when it is full.
+//! over just before the reader would wait for the network, when it is full,
+//! or when more input keeps coming but no more events.
 //!
 //! Waking the dispatcher costs a system call and, when it sleeps on another
 //! core, an interrupt to that core: far more than parsing an event. So a
 //! reader that finds more bytes already on the socket keeps parsing and holds
-//! its events back; the batch goes out the moment the socket is drained.
+//! its events back; the batch goes out the moment the socket is drained, or
+//! after a few reads that brought no event to keep, lest input that is not
+//! events (a flood of malformed lines) hold it back for as long as it lasts.
 //! Under load that means one wake-up per [`MAX_BATCH`] events, and at a low
 //! rate each event goes out alone, as soon as it is parsed.
 //!
@@ -21,6 +24,7 @@ use crossbeam_channel::{Receiver, Sender};
 use super::status::Tracker;
 use crate::error::Error;
 use crate::event::{EventKey, Packed};
+use crate::transport::ReadAhead;
 
 /// Events of one endpoint, as they travel from its reader to the dispatcher.
 #[derive(Debug)]
@@ -42,10 +46,18 @@ pub(super) const POOLED_BYTES: usize = 256 * 1024;
 /// little, as one wake-up per 128 events costs the reader a few per cent.
 pub(super) const MAX_BATCH: usize = 128;
 
+/// The most socket reads a held batch waits through without a new event
+/// being kept. Input that brings no events (malformed lines, a line too long
+/// to keep, replays being dropped) can keep the socket from ever draining;
+/// the events held before it must not wait for it to end.
+pub(super) const MAX_IDLE_READS: u32 = 4;
+
 /// One reader's events on their way to the dispatcher.
 pub(super) struct Handoff {
     endpoint_id: u64,
     batch: Packed,
+    /// Socket reads since the newest event was kept, while a batch is held.
+    idle_reads: u32,
     events: Sender<Batch>,
     /// Emptied batches the dispatcher gave back.
     pool: Receiver<Packed>,
@@ -68,6 +80,7 @@ impl Handoff {
         Handoff {
             endpoint_id,
             batch: Packed::default(),
+            idle_reads: 0,
             events,
             pool,
             queued,
@@ -99,7 +112,21 @@ impl Handoff {
 
     /// Keeps the newest event, handing the batch over once it is full.
     pub(super) fn keep_newest(&mut self) {
+        self.idle_reads = 0;
         if self.batch.len() >= MAX_BATCH {
+            self.flush();
+        }
+    }
+
+    /// Called before each socket read: hands the batch over if the read
+    /// would wait for the network, or if input has kept coming for
+    /// [`MAX_IDLE_READS`] reads without another event to keep.
+    pub(super) fn before_read(&mut self, read: &ReadAhead<'_>) {
+        if self.batch.len() == 0 {
+            return;
+        }
+        self.idle_reads += 1;
+        if self.idle_reads > MAX_IDLE_READS || read.would_wait() {
             self.flush();
         }
     }
@@ -107,6 +134,7 @@ impl Handoff {
     /// Queues the batch for the dispatcher, dropping (and counting) the
     /// events that do not fit in the queue's capacity.
     pub(super) fn flush(&mut self) {
+        self.idle_reads = 0;
         let count = self.batch.len();
         if count == 0 {
             return;

@@ -179,11 +179,11 @@ impl Reader {
         failing: &mut Option<String>,
         handoff: &Rc<RefCell<Handoff>>,
     ) -> Outcome {
-        let waiting = handoff.clone();
-        let broken = transport::with_wait_hook(
-            move || waiting.borrow_mut().flush(),
+        let reading = handoff.clone();
+        let broken = transport::with_read_hook(
+            move |read| reading.borrow_mut().before_read(read),
             || loop {
-                // The line is read first, with the hand-off free for the wait
+                // The line is read first, with the hand-off free for the read
                 // hook, and only then parsed into the batch.
                 let item = stream.next_with(|line| handoff.borrow_mut().parse(line))?;
                 if self.is_stopping() {
