@@ -3,11 +3,13 @@
 
 mod common;
 
+use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use portainer::{Client, Listener};
+use parking_lot::Mutex;
+use portainer::{Client, Listener, StreamState};
 
 use common::{PATIENCE, TestServer, event_line, portainer, stop_promptly};
 
@@ -70,4 +72,81 @@ fn a_flood_of_malformed_lines_does_not_hold_back_the_event_before_it() {
 #[test]
 fn a_never_ending_line_does_not_hold_back_the_event_before_it() {
     first_event_arrives_during(b"x");
+}
+
+/// An event read just as its endpoint is removed was never checked against
+/// the events already delivered: a replay read at that moment went out a
+/// second time.
+#[test]
+fn a_replay_read_as_its_endpoint_is_removed_is_not_delivered_again() {
+    const BOTH: &str = r#"[{"Id":1,"Name":"a","Type":1},{"Id":2,"Name":"b","Type":1}]"#;
+    const ONLY_2: &str = r#"[{"Id":2,"Name":"b","Type":1}]"#;
+    let endpoints = Arc::new(Mutex::new(BOTH));
+    let (mark, marked) = crossbeam_channel::bounded::<()>(1);
+    let server = {
+        let endpoints = endpoints.clone();
+        TestServer::start(move |conn| {
+            let path = conn.request.path().to_string();
+            if path == "/api/endpoints" {
+                let body = *endpoints.lock();
+                conn.respond(200, "application/json", body);
+                return;
+            }
+            conn.start_chunked("application/json");
+            if path.starts_with("/api/endpoints/2/") {
+                if marked.recv_timeout(PATIENCE).is_ok() {
+                    conn.chunk(format!("{}\n", event_line("start", "marker", T0 + 1)).as_bytes());
+                }
+                conn.hold();
+            } else if conn.request.query("since").is_none() {
+                // The first stream: one event, then the end of the body.
+                conn.chunk(format!("{}\n", event_line("start", "a", T0)).as_bytes());
+                conn.end_chunked();
+            } else {
+                // The resumed stream replays that event, over and over,
+                // while the endpoint disappears from the list.
+                *endpoints.lock() = ONLY_2;
+                let replay = format!("{}\n", event_line("start", "a", T0)).repeat(256);
+                while conn.stream.take_error().ok().flatten().is_none() {
+                    let mut chunk = format!("{:x}\r\n", replay.len()).into_bytes();
+                    chunk.extend_from_slice(replay.as_bytes());
+                    chunk.extend_from_slice(b"\r\n");
+                    if conn.stream.write_all(&chunk).is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+    };
+    let listener = Listener::builder(Client::new(&server.url(), KEY).unwrap())
+        .reconnect_interval(Duration::from_millis(50))
+        .endpoint_refresh(Some(Duration::from_millis(50)))
+        .build();
+    let events = listener.subscribe();
+    let states = listener.subscribe_status();
+    listener.start().unwrap();
+    loop {
+        let status = states
+            .recv_timeout(PATIENCE)
+            .expect("endpoint 1 to be removed");
+        if status.endpoint_id == 1 && status.state == StreamState::Stopped {
+            break;
+        }
+    }
+    // Endpoint 1's reader has handed over all it will; an event of endpoint
+    // 2 queued after that shows when the dispatcher has delivered it all.
+    mark.send(()).unwrap();
+    let mut actors = Vec::new();
+    loop {
+        let result = events
+            .recv_timeout(PATIENCE)
+            .expect("the marker event of endpoint 2");
+        let actor = result.event.actor_id().unwrap_or_default().to_string();
+        if actor == "marker" {
+            break;
+        }
+        actors.push((result.endpoint_id, actor));
+    }
+    stop_promptly(&listener);
+    assert_eq!(actors, [(1, "a".to_string())], "delivered once, not again");
 }

@@ -187,6 +187,11 @@ impl Reader {
                 // hook, and only then parsed into the batch.
                 let item = stream.next_with(|line| handoff.borrow_mut().parse(line))?;
                 if self.is_stopping() {
+                    // The event just parsed was not checked against those
+                    // already delivered (it may be a replay): it stays out.
+                    if item.is_ok() {
+                        handoff.borrow_mut().discard_newest();
+                    }
                     return None;
                 }
                 match item {
