@@ -150,3 +150,105 @@ fn a_replay_read_as_its_endpoint_is_removed_is_not_delivered_again() {
     stop_promptly(&listener);
     assert_eq!(actors, [(1, "a".to_string())], "delivered once, not again");
 }
+
+/// A tiny self-describing format whose maps may state any length up front,
+/// as binary formats (MessagePack, CBOR) do from their input.
+mod stated_length {
+    use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
+    use serde::forward_to_deserialize_any;
+
+    pub enum Node {
+        Str(&'static str),
+        /// Entries, and the length the input claims.
+        Map(Vec<(&'static str, Node)>, usize),
+    }
+
+    struct Entries<'a> {
+        entries: std::slice::Iter<'a, (&'static str, Node)>,
+        value: Option<&'a Node>,
+        stated: usize,
+    }
+
+    impl<'de, 'a> MapAccess<'de> for Entries<'a> {
+        type Error = de::value::Error;
+
+        fn next_key_seed<K: DeserializeSeed<'de>>(
+            &mut self,
+            seed: K,
+        ) -> Result<Option<K::Value>, Self::Error> {
+            match self.entries.next() {
+                Some((key, value)) => {
+                    self.value = Some(value);
+                    seed.deserialize(&Node::Str(key)).map(Some)
+                }
+                None => Ok(None),
+            }
+        }
+
+        fn next_value_seed<V: DeserializeSeed<'de>>(
+            &mut self,
+            seed: V,
+        ) -> Result<V::Value, Self::Error> {
+            seed.deserialize(self.value.take().unwrap())
+        }
+
+        fn size_hint(&self) -> Option<usize> {
+            Some(self.stated)
+        }
+    }
+
+    impl<'de> Deserializer<'de> for &Node {
+        type Error = de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+            match self {
+                Node::Str(text) => visitor.visit_str(text),
+                Node::Map(entries, stated) => visitor.visit_map(Entries {
+                    entries: entries.iter(),
+                    value: None,
+                    stated: *stated,
+                }),
+            }
+        }
+
+        fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+            visitor.visit_some(self)
+        }
+
+        forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf unit unit_struct newtype_struct seq tuple
+            tuple_struct map struct enum identifier ignored_any
+        }
+    }
+}
+
+/// A map's stated length comes from the input: it must not size an
+/// allocation, or a few bytes claiming a huge map panic (capacity overflow)
+/// or abort the process (allocation failure).
+#[test]
+fn a_huge_stated_attribute_count_is_not_trusted() {
+    use serde::Deserialize;
+    use stated_length::Node;
+
+    let input = Node::Map(
+        vec![
+            ("Type", Node::Str("container")),
+            (
+                "Actor",
+                Node::Map(
+                    vec![(
+                        "Attributes",
+                        Node::Map(vec![("name", Node::Str("web"))], usize::MAX),
+                    )],
+                    1,
+                ),
+            ),
+        ],
+        2,
+    );
+    let event = std::panic::catch_unwind(|| portainer::DockerEvent::deserialize(&input))
+        .expect("deserialising panicked")
+        .unwrap();
+    assert_eq!(event.attribute("name"), Some("web"));
+}

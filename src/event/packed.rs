@@ -22,7 +22,7 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use smallvec::SmallVec;
 
-use super::{DockerEvent, EventKey, FIELDS, Span};
+use super::{DockerEvent, EventKey, FIELDS, INLINE_ATTRIBUTES, Span};
 
 /// Events parsed and packed back to back, not yet [`DockerEvent`]s.
 #[derive(Debug, Default)]
@@ -295,7 +295,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawAttributes<'a> {
             }
 
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-                let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                // The hint comes from the input in some formats: trust it
+                // only as far as an event's usual attributes go.
+                let room = map.size_hint().unwrap_or(8).min(INLINE_ATTRIBUTES);
+                let mut pairs = Vec::with_capacity(room);
                 while let Some(pair) = map.next_entry::<Borrowed<'de>, Borrowed<'de>>()? {
                     pairs.push((pair.0.0, pair.1.0));
                 }
