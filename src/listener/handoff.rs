@@ -110,10 +110,13 @@ impl Handoff {
         self.batch.truncate(self.batch.len() - 1);
     }
 
-    /// Keeps the newest event, handing the batch over once it is full.
+    /// Keeps the newest event, handing the batch over once it is full: at
+    /// [`MAX_BATCH`] events, or at the queue's capacity when that is smaller,
+    /// so that a burst larger than a small queue is not cut to the queue's
+    /// size while the dispatcher could have taken it in parts.
     pub(super) fn keep_newest(&mut self) {
         self.idle_reads = 0;
-        if self.batch.len() >= MAX_BATCH {
+        if self.batch.len() >= MAX_BATCH.min(self.capacity) {
             self.flush();
         }
     }
@@ -187,12 +190,37 @@ mod tests {
     }
 
     fn handoff(capacity: usize) -> (Handoff, Receiver<Batch>, Arc<Tracker>) {
+        let (handoff, batches, status, _) = handoff_and_queue(capacity);
+        (handoff, batches, status)
+    }
+
+    /// Also the count of queued events, which the dispatcher would lower.
+    fn handoff_and_queue(
+        capacity: usize,
+    ) -> (Handoff, Receiver<Batch>, Arc<Tracker>, Arc<AtomicUsize>) {
         let (events, batches) = crossbeam_channel::unbounded();
         let (_, pool) = crossbeam_channel::bounded(POOLED);
         let status = Arc::new(Tracker::new(7));
         let queued = Arc::new(AtomicUsize::new(0));
-        let handoff = Handoff::new(7, events, pool, queued, capacity, status.clone());
-        (handoff, batches, status)
+        let handoff = Handoff::new(7, events, pool, queued.clone(), capacity, status.clone());
+        (handoff, batches, status, queued)
+    }
+
+    #[test]
+    fn a_burst_larger_than_a_small_queue_goes_out_in_parts_the_queue_takes() {
+        let (mut handoff, batches, status, queued) = handoff_and_queue(5);
+        for seq in 0..8 {
+            handoff.parse(&line(seq)).unwrap();
+            handoff.keep_newest();
+            if let Ok(batch) = batches.try_recv() {
+                assert_eq!(actors(&batch), ["c0", "c1", "c2", "c3", "c4"]);
+                // The dispatcher delivers them.
+                queued.fetch_sub(batch.events.len(), Ordering::AcqRel);
+            }
+        }
+        handoff.flush();
+        assert_eq!(actors(&batches.try_recv().unwrap()), ["c5", "c6", "c7"]);
+        assert_eq!(status.dropped.load(Ordering::Relaxed), 0);
     }
 
     fn actors(batch: &Batch) -> Vec<String> {
