@@ -1,5 +1,5 @@
-//! Tests written to break the batched hand-off from readers to the
-//! dispatcher: each failed before its fix.
+//! The batched hand-off from readers to the dispatcher, under input meant
+//! to break it: each test failed before the fix it guards.
 
 mod common;
 
@@ -13,7 +13,7 @@ use portainer::{Client, Listener, StreamState};
 
 use common::{PATIENCE, TestServer, event_line, portainer, stop_promptly};
 
-const KEY: &str = "ptr_break_handoff_key";
+const KEY: &str = "ptr_handoff_key";
 const T0: i64 = 1_700_000_000_000_000_000;
 
 /// A listener on endpoint 1 of `server`.
