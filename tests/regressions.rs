@@ -33,6 +33,22 @@ fn one_endpoint(server: &TestServer) -> Listener {
         .build()
 }
 
+/// The actor ids a subscriber receives over two seconds, and how the
+/// receiving ended: a timeout while its run goes on, a disconnect if the run
+/// that owned it ended.
+fn actors_for_two_seconds(
+    rx: &crossbeam_channel::Receiver<ListenerResult>,
+) -> (Vec<String>, RecvTimeoutError) {
+    let mut got = Vec::new();
+    let end = Instant::now() + Duration::from_secs(2);
+    loop {
+        match rx.recv_deadline(end) {
+            Ok(r) => got.push(r.event.actor_id().unwrap().to_string()),
+            Err(e) => return (got, e),
+        }
+    }
+}
+
 fn tasks() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
 }
@@ -105,14 +121,7 @@ fn stop_from_a_callback_then_restart_keeps_the_new_subscribers() {
     let rx = listener.subscribe();
     let status = listener.subscribe_status();
     listener.start().unwrap();
-    let mut got = Vec::new();
-    let end = Instant::now() + Duration::from_secs(2);
-    let outcome = loop {
-        match rx.recv_deadline(end) {
-            Ok(r) => got.push(r.event.actor_id().unwrap().to_string()),
-            Err(e) => break e,
-        }
-    };
+    let (got, outcome) = actors_for_two_seconds(&rx);
     let st: Vec<_> = status.try_iter().map(|s| s.state).collect();
     let status_disconnected = status
         .recv_timeout(Duration::from_millis(10))
@@ -366,14 +375,7 @@ fn stop_racing_start_keeps_the_new_subscribers() {
     let rx = listener.subscribe();
     listener.start().unwrap();
     a.join().unwrap();
-    let mut got = Vec::new();
-    let end = Instant::now() + Duration::from_secs(2);
-    let outcome = loop {
-        match rx.recv_deadline(end) {
-            Ok(r) => got.push(r.event.actor_id().unwrap().to_string()),
-            Err(e) => break e,
-        }
-    };
+    let (got, outcome) = actors_for_two_seconds(&rx);
     listener.stop();
     assert_eq!(
         outcome,
